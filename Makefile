@@ -1,0 +1,35 @@
+# One-command set-up: every target creates .venv and installs what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+export RAY_DATA_DISABLE_PROGRESS_BARS ?= 1
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install test test-fast lint demo bench clean
+
+$(STAMP): pyproject.toml
+	@start=$$(date +%s); \
+	test -d $(VENV) || $(PY) -m venv $(VENV); \
+	$(BIN)/pip install -q --upgrade pip; \
+	$(BIN)/pip install -q torch==$(TORCH_VERSION); \
+	$(BIN)/pip install -q -e '.[dev]'; \
+	touch $(STAMP); \
+	echo "install: $$(( $$(date +%s) - start )) s"
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra --durations=15
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not slow and not cluster"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""``pose3d bench NAME``: benchmarks that print figures (never asserted by tests).
+
+Each benchmark is a module ``pose3d.bench.<name>`` with ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+#: Benchmark name -> module. Imported only when the benchmark runs (torch/ray are heavy).
+BENCHMARKS: dict[str, str] = {}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="print throughput figures", description="Benchmarks that print figures."
+    )
+    names = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for name, module_name in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        sub = names.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)

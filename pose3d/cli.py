@@ -1,0 +1,52 @@
+"""The ``pose3d`` command. Each subcommand lives in its own module with ``register(subparsers)``;
+modules import heavy libraries (torch, ray) inside their handlers so ``pose3d --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "pose3d.bench",
+)
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one clear line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pose3d",
+        description="Weakly-supervised 3D human pose estimation (Zhou et al., ICCV 2017) on Ray: "
+        "prepare datasets as Parquet shards, train with Ray Train, search with Ray Tune, evaluate.",
+    )
+    from pose3d import __version__
+
+    parser.add_argument("--version", action="version", version=f"pose3d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as err:
+        print(f"pose3d {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pose3d {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Training targets from labels, vectorized over a batch (pure numpy; SPEC "Targets and losses").
+
+Coordinates follow ``pose3d.geometry``'s pixel convention; every size here is the output map's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pose3d import skeleton
+
+#: Heatmap Gaussian σ in output pixels, at any output size (DECISIONS 5).
+HEATMAP_SIGMA = 1.0
+
+
+def render_heatmaps(
+    joints_out: np.ndarray, visible: np.ndarray, out_size: int, sigma: float = HEATMAP_SIGMA
+) -> np.ndarray:
+    """Gaussian heatmaps, peak 1 at each visible joint inside the map; zero maps otherwise.
+
+    joints_out (B, J, 2) output px; visible (B, J) bool. Returns (B, J, out_size, out_size) float32.
+    """
+    joints_out = np.asarray(joints_out, np.float32)
+    grid = np.arange(out_size, dtype=np.float32)
+    gx = np.exp(-((grid - joints_out[..., 0:1]) ** 2) / (2 * sigma**2))  # (B, J, W)
+    gy = np.exp(-((grid - joints_out[..., 1:2]) ** 2) / (2 * sigma**2))  # (B, J, H)
+    inside = np.all((joints_out >= -0.5) & (joints_out <= out_size - 0.5), axis=-1)
+    keep = (np.asarray(visible, bool) & inside).astype(np.float32)
+    return gy[..., :, None] * gx[..., None, :] * keep[..., None, None]
+
+
+def pixels_per_mm(joints_2d: np.ndarray, joints_3d: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """Scale that makes the 3D pose's xy bone lengths match the image's (the authors' depth scale).
+
+    joints_2d (B, 16, 2) px; joints_3d (B, 16, 3) mm; visible (B, 16) bool. Bones with an
+    unannotated end are left out. Returns (B,) px per mm (NaN where no bone is usable).
+    """
+    b = skeleton.BONE_ARRAY
+    valid = np.asarray(visible, bool)[:, b[:, 0]] & np.asarray(visible, bool)[:, b[:, 1]]
+    len2d = np.linalg.norm(joints_2d[:, b[:, 1]] - joints_2d[:, b[:, 0]], axis=-1)
+    len3d = np.linalg.norm(joints_3d[:, b[:, 1], :2] - joints_3d[:, b[:, 0], :2], axis=-1)
+    s2, s3 = (len2d * valid).sum(-1), (len3d * valid).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(s3 > 0, s2 / s3, np.nan)
+
+
+def depth_targets(joints_3d: np.ndarray, px_per_mm: np.ndarray, out_size: int) -> np.ndarray:
+    """Normalized depth targets (B, 16) in [-1, 1] over the output map (SPEC).
+
+    joints_3d (B, 16, 3) camera mm; px_per_mm (B,) from ``pixels_per_mm`` (output px). The root
+    sits at the map's centre depth: z_px = (z - z_root) * s + out/2, z_norm = z_px / out * 2 - 1.
+    """
+    rel = joints_3d[..., 2] - joints_3d[..., skeleton.ROOT : skeleton.ROOT + 1, 2]
+    return (rel * px_per_mm[:, None] * 2.0 / out_size).astype(np.float32)
+
+
+def normalize_xy(xy_out: np.ndarray, out_size: int) -> np.ndarray:
+    """Output px (..., 2) -> the network's normalized frame [-1, 1] (the geometric loss's units)."""
+    return np.asarray(xy_out) * (2.0 / out_size) - 1.0
