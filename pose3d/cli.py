@@ -9,6 +9,7 @@ import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "pose3d.train.cli",
     "pose3d.bench",
 )
 

@@ -1,0 +1,140 @@
+"""Shard rows -> network inputs and targets, for a whole batch at once (pure numpy + OpenCV).
+
+Decoding and warping are per image (OpenCV); every label computation (affines, flips, heatmaps,
+depth targets) is vectorized over the batch. Used by the Ray Data actors in training and by
+evaluation (with ``train=False``: no augmentation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pose3d import geometry, skeleton, targets
+from pose3d.data.schema import CROP_MARGIN
+
+#: Columns the batch transform reads from shards.
+INPUT_COLUMNS = ("image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d", "has_3d")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Ranges of the training augmentation (SPEC): scale x(1 ± scale), rotation ± deg with a
+    probability, horizontal flip (p = 0.5), per-channel colour gain in 1 ± color_jitter."""
+
+    scale: float = 0.25
+    rotation_deg: float = 30.0
+    rotation_prob: float = 0.4
+    flip: bool = True
+    color_jitter: float = 0.2
+
+
+def sample_augmentation(rng: np.random.Generator, n: int, p: AugmentParams) -> dict[str, np.ndarray]:
+    """Random augmentation for n rows: scale (n,), rotation_deg (n,), flip (n,) bool, gain (n, 3)."""
+    rotate = rng.random(n) < p.rotation_prob
+    return {
+        "scale": 1.0 + rng.uniform(-p.scale, p.scale, n),
+        "rotation_deg": np.where(rotate, rng.uniform(-p.rotation_deg, p.rotation_deg, n), 0.0),
+        "flip": (rng.random(n) < 0.5) if p.flip else np.zeros(n, bool),
+        "gain": 1.0 + rng.uniform(-p.color_jitter, p.color_jitter, (n, 3)),
+    }
+
+
+def identity_augmentation(n: int) -> dict[str, np.ndarray]:
+    return {"scale": np.ones(n), "rotation_deg": np.zeros(n), "flip": np.zeros(n, bool), "gain": np.ones((n, 3))}
+
+
+def _as_array(column: object, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    arr = np.asarray(column.numpy() if hasattr(column, "numpy") else column)
+    if arr.dtype == object:
+        arr = np.stack([np.asarray(x) for x in arr])
+    return arr.astype(dtype, copy=False).reshape(-1, *shape)
+
+
+def crop_to_input_affine(crop_size: np.ndarray, input_size: int, aug: dict[str, np.ndarray]) -> np.ndarray:
+    """(n, 2, 3) affines from stored crop px to network input px: the person box (the crop's
+    centre ``crop / CROP_MARGIN``) scaled, rotated and flipped into the ``input_size`` square."""
+    crop = np.asarray(crop_size, np.float64)
+    centre = np.stack([(crop - 1) / 2, (crop - 1) / 2], axis=-1)
+    return geometry.crop_affine(centre, crop / CROP_MARGIN * aug["scale"], input_size, aug["rotation_deg"], aug["flip"])
+
+
+def make_batch(
+    rows: dict[str, object],
+    input_size: int,
+    output_size: int,
+    aug: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Decode, warp and build targets for one batch of shard rows.
+
+    Returns numpy arrays: image (n, 3, S, S) uint8 RGB; heatmaps (n, 16, O, O) float32;
+    depth (n, 16) float32 normalized (NaN on rows without 3D); joints_2d_norm (n, 16, 2) float32
+    in [-1, 1] over the output map; joints_out (n, 16, 2) float32 output px; visible (n, 16) bool;
+    has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm after the flip (NaN without 3D).
+    """
+    jpegs = list(rows["image_jpeg"])
+    n = len(jpegs)
+    j = skeleton.NUM_JOINTS
+    crop_size = _as_array(rows["crop_size"], (), np.int64)
+    joints_crop = _as_array(rows["joints_2d"], (j, 2), np.float64)
+    visible = _as_array(rows["visible"], (j,), bool)
+    joints_3d = _as_array(rows["joints_3d"], (j, 3), np.float64)
+    has_3d = _as_array(rows["has_3d"], (), bool)
+
+    affine = crop_to_input_affine(crop_size, input_size, aug)
+    images = np.empty((n, input_size, input_size, 3), np.uint8)
+    for i, data in enumerate(jpegs):
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"row {i}: image_jpeg does not decode")
+        images[i] = cv2.warpAffine(bgr, affine[i], (input_size, input_size), flags=cv2.INTER_LINEAR)
+    gain = aug["gain"][:, None, None, ::-1]  # gains are RGB; images are BGR until the flip below
+    images = np.clip(images * gain, 0, 255).astype(np.uint8)[..., ::-1]  # BGR -> RGB
+
+    joints_in = geometry.apply_affine(joints_crop, affine)
+    flip = np.asarray(aug["flip"], bool)
+    perm = np.where(flip[:, None], skeleton.FLIP_PERMUTATION[None, :], np.arange(j)[None, :])
+    joints_in = np.take_along_axis(joints_in, perm[..., None], axis=1)
+    visible = np.take_along_axis(visible, perm, axis=1)
+    joints_3d = np.take_along_axis(joints_3d, perm[..., None], axis=1)
+    joints_3d[flip, :, 0] *= -1  # a mirrored image is a mirrored scene
+
+    joints_out = geometry.input_to_output_px(joints_in, input_size / output_size)
+    inside = np.all((joints_out >= -0.5) & (joints_out <= output_size - 0.5), axis=-1)
+    visible = visible & inside
+    heatmaps = targets.render_heatmaps(joints_out, visible, output_size)
+    with np.errstate(invalid="ignore"):
+        scale = targets.pixels_per_mm(joints_out, joints_3d, visible | has_3d[:, None])
+        depth = targets.depth_targets(joints_3d, scale, output_size)
+    depth[~has_3d] = np.nan
+    return {
+        "image": np.ascontiguousarray(images.transpose(0, 3, 1, 2)),
+        "heatmaps": heatmaps,
+        "depth": depth.astype(np.float32),
+        "joints_2d_norm": targets.normalize_xy(joints_out, output_size).astype(np.float32),
+        "joints_out": joints_out.astype(np.float32),
+        "visible": visible,
+        "has_3d": has_3d,
+        "joints_3d": joints_3d.astype(np.float32),
+    }
+
+
+class BatchPreprocessor:
+    """Callable class for ``Dataset.map_batches``: shard rows -> model inputs and targets.
+
+    One per Ray Data actor. ``seed=None`` (training) draws fresh entropy, so actors augment
+    differently; a fixed seed makes one actor's stream reproducible (tests).
+    """
+
+    def __init__(
+        self, input_size: int, output_size: int, params: AugmentParams | None, seed: int | None = None
+    ) -> None:
+        self.input_size, self.output_size, self.params = input_size, output_size, params
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(rows["image_jpeg"])
+        aug = sample_augmentation(self.rng, n, self.params) if self.params else identity_augmentation(n)
+        return make_batch(rows, self.input_size, self.output_size, aug)

@@ -1,0 +1,85 @@
+"""Exact-size batches from streams, and the mixed 3D + 2D batches of DECISIONS 1.
+
+Ray Data may hand out short batches mid-stream (Ray issue 66085), and a dataset shard ends after
+each pass. These generators re-cut whatever arrives into batches of exactly the requested size
+and start a new pass (a fresh shuffle) when one ends, so every rank takes the same fixed number
+of steps and every step's batch has exactly the configured mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+def _concat(parts: list[Batch]) -> Batch:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _take(parts: list[Batch], n: int) -> tuple[Batch, list[Batch]]:
+    """The first n rows of a list of batches, and the rest."""
+    whole = _concat(parts)
+    head = {k: v[:n] for k, v in whole.items()}
+    rest = {k: v[n:] for k, v in whole.items()}
+    return head, ([rest] if len(next(iter(rest.values()))) else [])
+
+
+class RowStream:
+    """Rows of a stream that is read in passes, handed out in any requested amount.
+
+    ``new_pass()`` starts a pass (for a Ray Data shard: a new epoch, freshly shuffled). Rows left
+    at the end of a pass carry over, so nothing is dropped; one RowStream lives for the whole run,
+    so a pass is never abandoned half-read (which would desynchronize ``streaming_split`` ranks).
+    """
+
+    def __init__(self, new_pass: Callable[[], Iterable[Batch]], max_empty_passes: int = 3) -> None:
+        self._new_pass = new_pass
+        self._iter: Iterator[Batch] | None = None
+        self._pending: list[Batch] = []
+        self._have = 0
+        self._rows_this_pass = 0
+        self._empty_passes = 0
+        self._max_empty = max_empty_passes
+        self.passes = 0
+
+    def take(self, n: int) -> Batch:
+        """Exactly n rows (n >= 1)."""
+        if n < 1:
+            raise ValueError(f"take needs n >= 1, got {n}")
+        while self._have < n:
+            if self._iter is None:
+                self._iter = iter(self._new_pass())
+                self._rows_this_pass = 0
+                self.passes += 1
+            try:
+                batch = next(self._iter)
+            except StopIteration:
+                self._iter = None
+                self._empty_passes = self._empty_passes + 1 if self._rows_this_pass == 0 else 0
+                if self._empty_passes >= self._max_empty:
+                    raise RuntimeError("the dataset shard yielded no rows in several passes; is it empty?") from None
+                continue
+            rows = len(next(iter(batch.values())))
+            if rows:
+                self._pending.append(batch)
+                self._have += rows
+                self._rows_this_pass += rows
+        out, self._pending = _take(self._pending, n)
+        self._have -= n
+        return out
+
+
+def mixed_batch(stream_3d: RowStream | None, n_3d: int, stream_2d: RowStream | None, n_2d: int) -> Batch:
+    """One step's batch: n_3d rows of the 3D stream, then n_2d rows of the 2D stream (a count of
+    0 skips that stream: stage 1, or ratio 0)."""
+    parts = []
+    if n_3d:
+        parts.append(stream_3d.take(n_3d))
+    if n_2d:
+        parts.append(stream_2d.take(n_2d))
+    if not parts:
+        raise ValueError("a batch needs rows from at least one stream")
+    return parts[0] if len(parts) == 1 else _concat(parts)

@@ -1,0 +1,91 @@
+"""``pose3d train``: run the three-stage training on Ray Train."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pose3d.cli import UserError
+
+EPILOG = """\
+overrides are KEY=VALUE pairs applied over the config, e.g.
+  pose3d train --config paper train.stages.3.steps=40000 scaling.num_workers=8 data.ratio_2d=0.5
+Stages are numbered 1..3. Re-running with the same --name and --storage resumes the run.
+Packaged configs: paper (the paper's settings, GPUs), demo (small, CPUs)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the network (three stages) on Ray Train",
+        description="Train the stacked-hourglass + depth-regression network on Ray Train with "
+        "half/half 3D + 2D batches, through the paper's three stages.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default="demo", help="a YAML path or a packaged config name (default: demo)")
+    p.add_argument("--name", help="run name (run.name)")
+    p.add_argument("--storage", help="storage path for checkpoints: local, NFS, s3:// (run.storage_path)")
+    p.add_argument("--workers", type=int, help="training workers (scaling.num_workers)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, bf16 (scaling.use_gpu)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray (default: max(8, cores))")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(handler=run)
+
+
+def resolve_config(args: argparse.Namespace):
+    from pose3d.train.config import ConfigError, load_config
+
+    overrides = list(args.overrides)
+    for flag, key in (("name", "run.name"), ("storage", "run.storage_path"), ("workers", "scaling.num_workers")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if args.gpu:
+        overrides.append("scaling.use_gpu=true")
+    try:
+        return load_config(args.config, overrides)
+    except ConfigError as err:
+        raise UserError(str(err)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cfg = resolve_config(args)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return 0
+    from pose3d.data.schema import ShardSchemaError
+
+    try:
+        result = train(cfg, address=args.address, num_cpus=args.num_cpus)
+    except (ShardSchemaError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    return 0 if result is not None else 1
+
+
+def train(cfg, address: str | None = None, num_cpus: int | None = None):
+    """Run a training; print where its checkpoints are. Returns the Result, or None on failure."""
+    from ray.train.v2.api.exceptions import TrainingFailedError
+
+    from pose3d.raylocal import init_ray
+    from pose3d.train.trainer import fit
+
+    init_ray(address, num_cpus)
+    try:
+        result = fit(cfg)
+    except TrainingFailedError as err:
+        print(f"pose3d train: the run {cfg.run.name!r} failed: {err}", file=sys.stderr)
+        return None
+    best = result.get_best_checkpoint("checkpoint_score", "min") if result.checkpoint else None
+    print(f"run folder:        {result.path}")
+    print(f"latest checkpoint: {result.checkpoint.path if result.checkpoint else 'none'}")
+    print(f"best checkpoint:   {best.path if best else 'none'}")
+    if result.metrics:
+        shown = {k: v for k, v in result.metrics.items() if k.startswith(("val_", "loss_total", "global_step"))}
+        print("final metrics:     " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    return result

@@ -1,0 +1,112 @@
+"""Assembles a Ray Train run: the two shard datasets with their preprocessing actors, the
+TorchTrainer with its scaling, storage, checkpoint and failure settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from typing import Any
+
+from pose3d.data.augment import INPUT_COLUMNS, AugmentParams, BatchPreprocessor
+from pose3d.train import schedule
+from pose3d.train.config import Config, ConfigError
+from pose3d.train.loop import SET_2D, SET_3D, _rows, train_loop_per_worker
+
+log = logging.getLogger("pose3d.train")
+
+
+def needed_datasets(cfg: Config) -> dict[str, str]:
+    """Dataset name -> shard path, for the sets some stage draws rows from."""
+    need: dict[str, str] = {}
+    for stage, st in enumerate(cfg.train.stages, start=1):
+        if st.steps == 0:
+            continue
+        n3d, n2d = _rows(cfg, stage)
+        if n3d:
+            need[SET_3D] = cfg.data.set_3d
+        if n2d:
+            need[SET_2D] = cfg.data.set_2d
+    for name, path in need.items():
+        if not path:
+            key = "data.set_3d" if name == SET_3D else "data.set_2d"
+            raise ConfigError(f"{key} is empty but the configured stages draw rows from it")
+    return need
+
+
+def storage_uri(path: str) -> str:
+    """Ray Train wants an absolute local path or a URI."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def build_datasets(cfg: Config) -> dict[str, Any]:
+    """One streaming pipeline per dataset: read shards -> decode + augment on CPU actors."""
+    import ray.data
+
+    from pose3d.data.pipeline import read_shards
+
+    aug = cfg.data.augment
+    params = AugmentParams(aug.scale, aug.rotation_deg, aug.rotation_prob, aug.flip, aug.color_jitter)
+    out = {}
+    for name, path in needed_datasets(cfg).items():
+        ds = read_shards(path, columns=list(INPUT_COLUMNS))
+        out[name] = ds.map_batches(
+            BatchPreprocessor,
+            fn_constructor_kwargs={
+                "input_size": cfg.model.input_size,
+                "output_size": cfg.model.output_size,
+                "params": params,
+            },
+            batch_size=32,
+            num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.data.preprocess_actors),
+        )
+    return out
+
+
+def build_trainer(cfg: Config) -> Any:
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = s.gpus_per_worker
+    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict()},
+        scaling_config=ScalingConfig(
+            num_workers=s.num_workers,
+            use_gpu=s.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=s.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=cfg.run.storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.run.keep_checkpoints,
+                checkpoint_score_attribute="checkpoint_score",
+                checkpoint_score_order="min",
+            ),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+        ),
+        datasets=build_datasets(cfg),
+        dataset_config=DataConfig(datasets_to_split="all"),
+    )
+
+
+def fit(cfg: Config) -> Any:
+    """Run (or resume: same run name and storage) a training; returns the Ray Train Result."""
+    log.info(
+        "training %s: %d steps (%s), %d worker(s), batch %d (3D/2D rows per worker in stages 2-3: %s)",
+        cfg.run.name,
+        schedule.total_steps(cfg),
+        " + ".join(str(st.steps) for st in cfg.train.stages),
+        cfg.scaling.num_workers,
+        cfg.data.batch_size,
+        cfg.rows_per_worker(),
+    )
+    log.debug("config: %s", asdict(cfg))
+    return build_trainer(cfg).fit()
