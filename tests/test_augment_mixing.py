@@ -1,0 +1,110 @@
+"""Batch construction: exact mixing, and shard rows -> inputs/targets with augmentation."""
+
+import cv2
+import numpy as np
+import pytest
+
+from pose3d import decode, geometry, skeleton
+from pose3d.data.augment import AugmentParams, identity_augmentation, make_batch, sample_augmentation
+from pose3d.data.mixing import RowStream, mixed_batch
+from pose3d.data.schema import CROP_MARGIN
+
+
+def _passes(n_rows, chunk):
+    def new_pass():
+        for i in range(0, n_rows, chunk):
+            yield {"row": np.arange(i, min(i + chunk, n_rows))}
+
+    return new_pass
+
+
+def test_row_stream_gives_exact_sizes_across_short_batches_and_passes():
+    stream = RowStream(_passes(10, 3))  # passes of 3, 3, 3, 1 rows: short batches and a pass end
+    taken = np.concatenate([stream.take(4)["row"] for _ in range(5)])
+    assert taken.tolist() == list(range(10)) + list(range(10))
+    assert stream.passes == 2
+
+
+def test_row_stream_refuses_an_empty_dataset():
+    with pytest.raises(RuntimeError, match="no rows"):
+        RowStream(_passes(0, 3)).take(1)
+
+
+def test_mixed_batch_is_exactly_the_configured_split():
+    s3, s2 = RowStream(_passes(7, 2)), RowStream(_passes(5, 4))
+    for _ in range(6):
+        b = mixed_batch(s3, 3, s2, 5)
+        assert len(b["row"]) == 8
+    only_2d = mixed_batch(None, 0, s2, 8)
+    assert len(only_2d["row"]) == 8
+
+
+def _rows(n=4, crop=96, seed=0):
+    """Shard-like rows: a dark crop with a bright dot at every joint, joints inside the person box."""
+    rng = np.random.default_rng(seed)
+    box = crop / CROP_MARGIN
+    lo, hi = (crop - box) / 2 + 8, (crop + box) / 2 - 8  # off the map border (no neighbour there)
+    joints = rng.uniform(lo, hi, (n, 16, 2))
+    jpegs = []
+    for j in joints:
+        img = np.zeros((crop, crop, 3), np.uint8)
+        for x, y in j:
+            cv2.circle(img, (round(x), round(y)), 1, (255, 255, 255), -1)
+        jpegs.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+    j3d = np.concatenate([joints - crop / 2, rng.uniform(-50, 50, (n, 16, 1))], -1) * 5.0
+    return {
+        "image_jpeg": np.array(jpegs, dtype=object),
+        "crop_size": np.full(n, crop),
+        "joints_2d": joints.reshape(n, -1).astype(np.float32),
+        "visible": np.ones((n, 16), bool),
+        "joints_3d": j3d.reshape(n, -1).astype(np.float32),
+        "has_3d": np.array([True, False] * (n // 2)),
+    }
+
+
+def test_identity_batch_targets_decode_to_the_labels():
+    rows = _rows()
+    b = make_batch(rows, 64, 16, identity_augmentation(4))
+    assert b["image"].shape == (4, 3, 64, 64) and b["image"].dtype == np.uint8
+    assert b["heatmaps"].shape == (4, 16, 16, 16)
+    # The person box fills the input: crop px -> input px is a shift and a scale.
+    crop, box = 96, 96 / CROP_MARGIN
+    expect_in = (rows["joints_2d"].reshape(4, 16, 2) - (crop - 1) / 2) * (64 / box) + 63 / 2
+    expect_out = geometry.input_to_output_px(expect_in, 4)
+    np.testing.assert_allclose(b["joints_out"], expect_out, atol=1e-4)
+    decoded, _ = decode.heatmaps_to_joints(b["heatmaps"])
+    assert np.abs(decoded - expect_out).max() <= 0.26
+    assert np.isnan(b["depth"][~rows["has_3d"]]).all() and np.isfinite(b["depth"][rows["has_3d"]]).all()
+    np.testing.assert_allclose(b["joints_2d_norm"], expect_out * 2 / 16 - 1, atol=1e-5)
+
+
+def test_flip_swaps_left_and_right_and_mirrors_depth_targets():
+    rows = _rows()
+    aug = identity_augmentation(4)
+    plain = make_batch(rows, 64, 16, aug)
+    aug["flip"] = np.ones(4, bool)
+    flipped = make_batch(rows, 64, 16, aug)
+    perm = skeleton.FLIP_PERMUTATION
+    # Joint i of the flipped batch is the mirror image of joint perm[i] of the plain one.
+    np.testing.assert_allclose(flipped["joints_out"][:, :, 0], 15 - plain["joints_out"][:, perm, 0], atol=1e-4)
+    np.testing.assert_allclose(flipped["joints_out"][:, :, 1], plain["joints_out"][:, perm, 1], atol=1e-4)
+    d3 = rows["has_3d"]
+    np.testing.assert_allclose(flipped["depth"][d3], plain["depth"][d3][:, perm], atol=1e-5)
+    # The image is mirrored too: the dot of a joint is where its label is.
+    img = flipped["image"][0].max(0).astype(float)
+    j = np.rint(geometry.output_to_input_px(flipped["joints_out"][0], 4)).astype(int)
+    assert img[j[:, 1].clip(0, 63), j[:, 0].clip(0, 63)].mean() > 100
+
+
+def test_random_augmentation_stays_consistent_with_the_image():
+    rows = _rows(n=6, seed=3)
+    rng = np.random.default_rng(1)
+    aug = sample_augmentation(rng, 6, AugmentParams(rotation_prob=1.0, color_jitter=0.0))
+    b = make_batch(rows, 64, 16, aug)
+    assert np.abs(aug["rotation_deg"]).max() > 1
+    img = b["image"].max(1).astype(float)  # (n, 64, 64)
+    j = np.rint(geometry.output_to_input_px(b["joints_out"], 4)).astype(int)
+    inside = b["visible"]
+    ii = np.nonzero(inside)
+    values = img[ii[0], j[ii][:, 1], j[ii][:, 0]]
+    assert np.median(values) > 100  # the dots moved with their labels

@@ -1,0 +1,65 @@
+"""The typed config: packaged configs load, overrides apply, bad input is named."""
+
+import pytest
+
+from pose3d.train import schedule
+from pose3d.train.config import ConfigError, load_config, packaged_configs
+
+
+def test_packaged_configs_load_and_validate():
+    assert {"paper", "demo"} <= set(packaged_configs())
+    paper = load_config("paper")
+    assert paper.model.num_stacks == 2 and paper.model.num_features == 256 and paper.model.input_size == 256
+    assert [st.steps for st in paper.train.stages] == [240000, 200000, 40000]
+    assert paper.train.stages[2].lr == pytest.approx(2.5e-5)
+    assert (paper.train.stages[1].reg, paper.train.stages[2].geo) == (0.1, 0.01)
+    assert paper.optim.alpha == 0.99 and paper.optim.eps == 1e-8 and paper.optim.momentum == 0
+
+
+def test_overrides_use_stage_numbers_and_yaml_values():
+    cfg = load_config("demo", ["train.stages.3.steps=7", "data.ratio_2d=0.25", "train.stages.2.lr_drop_step=5"])
+    assert cfg.train.stages[2].steps == 7
+    assert cfg.train.stages[1].lr_drop_step == 5
+    assert cfg.data.ratio_2d == 0.25
+    assert cfg.rows_per_worker() == (12, 4)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.stages.4.steps=1", "stage number 1..3"),
+        ("data.bogus=1", "unknown key data.bogus"),
+        ("data.ratio_2d=1.5", "data.ratio_2d"),
+        ("train.stages.1.steps=abc", "train.stages.1.steps: expected an integer"),
+        ("loss.geo_rows=some", "loss.geo_rows"),
+        ("scaling.num_workers=3", "not divisible by 3 workers"),
+        ("model.input_size=100", "4 x model.output_size"),
+        ("nonsense", "expected key=value"),
+    ],
+)
+def test_bad_overrides_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config("demo", [override])
+
+
+def test_missing_config_names_itself(tmp_path):
+    with pytest.raises(ConfigError, match="no-such-config"):
+        load_config("no-such-config")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        load_config(str(bad))
+
+
+def test_schedule_positions_and_lr_drop():
+    cfg = load_config("demo", ["train.stages.1.steps=3", "train.stages.2.steps=4", "train.stages.3.steps=2",
+                               "train.stages.2.lr_drop_step=2", "train.stages.2.lr=1.0"])  # fmt: skip
+    st = cfg.train.stages
+    assert schedule.stage_starts(st) == [0, 3, 7, 9]
+    assert [schedule.position(st, g) for g in (0, 2, 3, 6, 7, 8)] == [
+        schedule.StagePosition(1, 0), schedule.StagePosition(1, 2), schedule.StagePosition(2, 0),
+        schedule.StagePosition(2, 3), schedule.StagePosition(3, 0), schedule.StagePosition(3, 1),
+    ]  # fmt: skip
+    assert schedule.position(st, 9) is None
+    assert [schedule.learning_rate(st[1], s) for s in range(4)] == [1.0, 1.0, 0.1, 0.1]
+    assert not schedule.uses_depth(1) and schedule.uses_depth(2) and schedule.uses_depth(3)
