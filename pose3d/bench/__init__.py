@@ -10,7 +10,9 @@ import argparse
 import importlib
 
 #: Benchmark name -> module. Imported only when the benchmark runs (torch/ray are heavy).
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "loss": "pose3d.bench.loss",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
