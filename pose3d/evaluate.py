@@ -26,6 +26,19 @@ EVAL_COLUMNS = (
 PCK_BOX_FRACTION = 0.1
 
 
+def load_rows(path: str, columns: tuple[str, ...], max_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Shard rows in memory; with ``max_rows``, that many spread evenly over the whole set (so a
+    small validation set still covers every subject and action)."""
+    from pose3d.data.pipeline import load_shards_numpy
+
+    rows = load_shards_numpy(path, columns)
+    n = len(rows[columns[0]])
+    if max_rows and n > max_rows:
+        keep = np.linspace(0, n - 1, max_rows).round().astype(int)
+        rows = {k: v[keep] for k, v in rows.items()}
+    return rows
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, images: np.ndarray, device: torch.device | str = "cpu", batch_size: int = 32, autocast: Any = None
@@ -111,9 +124,7 @@ class Validator:
     """A fixed held-out set in memory (rank 0 of training): preprocessed once, scored on demand."""
 
     def __init__(self, path: str, max_rows: int, input_size: int, output_size: int) -> None:
-        from pose3d.data.pipeline import load_shards_numpy
-
-        rows = load_shards_numpy(path, EVAL_COLUMNS, max_rows=max_rows or None)
+        rows = load_rows(path, EVAL_COLUMNS, max_rows or None)
         n = len(rows["image_jpeg"])
         if n == 0:
             raise ValueError(f"{path}: no validation rows")
@@ -130,9 +141,7 @@ class Validator:
 
 def mean_pose(path: str, max_rows: int = 2000) -> np.ndarray:
     """The mean root-aligned 3D pose (16, 3) mm of a shard set's 3D rows (the baseline predictor)."""
-    from pose3d.data.pipeline import load_shards_numpy
-
-    rows = load_shards_numpy(path, ("joints_3d", "has_3d"), max_rows=max_rows)
+    rows = load_rows(path, ("joints_3d", "has_3d"), max_rows)
     j3d = np.asarray(rows["joints_3d"], np.float64).reshape(-1, skeleton.NUM_JOINTS, 3)
     j3d = j3d[np.asarray(rows["has_3d"], bool)]
     if not len(j3d):
@@ -159,12 +168,11 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Score a checkpoint on a shard set (in memory); with ``baseline_from`` (3D training shards),
     also the mean-pose baseline. Returns {"model": {...}, "baseline": {...}, "rows": N, "groups"}."""
-    from pose3d.data.pipeline import load_shards_numpy
     from pose3d.train.checkpoint import load_model
 
     model = load_model(checkpoint, map_location=device)
     cfg = model.config
-    rows = load_shards_numpy(data, EVAL_COLUMNS, max_rows=max_rows)
+    rows = load_rows(data, EVAL_COLUMNS, max_rows)
     n = len(rows["image_jpeg"])
     batch = make_batch(rows, cfg.input_size, cfg.output_size, identity_augmentation(n))
     joints, depth = predict(model, batch["image"], device)

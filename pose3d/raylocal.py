@@ -26,4 +26,5 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     cpus = num_cpus or max(MIN_LOCAL_CPUS, os.cpu_count() or 1)
     log.info("starting a local Ray with %d logical CPUs", cpus)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    # The dashboard process serves the State API, which Train's placement-group cleaner polls.
+    ray.init(num_cpus=cpus, log_to_driver=True, configure_logging=False)

@@ -35,6 +35,7 @@ def pixels_per_mm(joints_2d: np.ndarray, joints_3d: np.ndarray, visible: np.ndar
     joints_2d (B, 16, 2) px; joints_3d (B, 16, 3) mm; visible (B, 16) bool. Bones with an
     unannotated end are left out. Returns (B,) px per mm (NaN where no bone is usable).
     """
+    joints_2d, joints_3d = np.asarray(joints_2d, np.float64), np.asarray(joints_3d, np.float64)
     b = skeleton.BONE_ARRAY
     valid = np.asarray(visible, bool)[:, b[:, 0]] & np.asarray(visible, bool)[:, b[:, 1]]
     len2d = np.linalg.norm(joints_2d[:, b[:, 1]] - joints_2d[:, b[:, 0]], axis=-1)

@@ -149,7 +149,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
-    torch.manual_seed(cfg.train.seed + rank)
+    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank (and in tests)
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     channels_last = on_gpu and cfg.train.channels_last
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.train.bf16 else nullcontext()
 
@@ -207,11 +208,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         n3d, n2d = _rows(cfg, pos.stage)
         with_depth = schedule.uses_depth(pos.stage)
         net.train()
+        window_3d = (n3d + n2d, 0)
         for step in range(pos.step, stage_cfg.steps):
             lr = schedule.learning_rate(stage_cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = to_tensors(mixed_batch(streams[SET_3D], n3d, streams[SET_2D], n2d), device, channels_last)
+            np_batch = mixed_batch(streams[SET_3D], n3d, streams[SET_2D], n2d)
+            rows_3d = int(np.count_nonzero(np_batch["has_3d"]))  # measured, not assumed: stage checks
+            window_3d = (min(window_3d[0], rows_3d), max(window_3d[1], rows_3d))
+            batch = to_tensors(np_batch, device, channels_last)
             _maybe_inject_failure(cfg, global_step, rank, world)
             terms = train_step(net, optimizer, batch, weights, with_depth, autocast)
             global_step += 1
@@ -228,9 +233,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 global_step=global_step,
                 lr=lr,
                 img_per_s=progress.window(),
-                rows_3d=n3d * world,
-                rows_2d=n2d * world,
+                batch_rows=n3d + n2d,
+                batch_3d_rows_min=window_3d[0],
+                batch_3d_rows_max=window_3d[1],
             )
+            window_3d = (n3d + n2d, 0)
             if do_val:
                 metrics.update(validator(core, device, autocast))
             # DECISIONS 12: stage-1 checkpoints kept by recency, later ones by validation MPJPE.
