@@ -190,6 +190,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         validator = Validator(cfg.data.val_3d, cfg.data.val_rows, cfg.model.input_size, cfg.model.output_size)
     tb = _TensorBoard(cfg) if rank == 0 else None
 
+    start_step = global_step
     total = schedule.total_steps(cfg)
     progress = _Progress(total, cfg.data.batch_size)
     stages = cfg.train.stages
@@ -231,6 +232,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 stage=pos.stage,
                 step_in_stage=step + 1,
                 global_step=global_step,
+                start_step=start_step,  # where this attempt began: > 0 after a resume
                 lr=lr,
                 img_per_s=progress.window(),
                 batch_rows=n3d + n2d,
