@@ -38,7 +38,9 @@ def depth_to_px(depth_norm: np.ndarray, out_size: int) -> np.ndarray:
 
 def to_3d_px(joints_out: np.ndarray, depth_norm: np.ndarray, out_size: int) -> np.ndarray:
     """2D output px (B, 16, 2) + normalized depth (B, 16) -> (B, 16, 3) in output px units."""
-    return np.concatenate([np.asarray(joints_out, np.float64), depth_to_px(depth_norm, out_size)[..., None]], -1)
+    return np.concatenate(
+        [np.asarray(joints_out, np.float64), depth_to_px(depth_norm, out_size)[..., None]], -1
+    )
 
 
 def to_3d_mm(

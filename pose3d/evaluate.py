@@ -41,7 +41,11 @@ def load_rows(path: str, columns: tuple[str, ...], max_rows: int | None = None) 
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, images: np.ndarray, device: torch.device | str = "cpu", batch_size: int = 32, autocast: Any = None
+    model: torch.nn.Module,
+    images: np.ndarray,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    autocast: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the network. images (N, 3, S, S) uint8 RGB. Returns 2D joints (N, 16, 2) output px from
     the last stack's heatmaps and normalized depth (N, 16)."""
@@ -72,7 +76,10 @@ class Scores:
     pck2d: np.ndarray  # (N,) fraction of visible joints within 0.5 head (or PCK_BOX_FRACTION box)
 
     def summary(self, prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in vars(self).items()}
+        return {
+            f"{prefix}{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+            for k, v in vars(self).items()
+        }
 
 
 def _known_scale(pred_mm: np.ndarray, gt_mm: np.ndarray) -> np.ndarray:
@@ -132,7 +139,9 @@ class Validator:
         self.batch = make_batch(rows, input_size, output_size, identity_augmentation(n))
         self.head = head_size_in_output(rows, output_size)
 
-    def __call__(self, model: torch.nn.Module, device: torch.device, autocast: Any = None) -> dict[str, float]:
+    def __call__(
+        self, model: torch.nn.Module, device: torch.device, autocast: Any = None
+    ) -> dict[str, float]:
         joints, depth = predict(model, self.batch["image"], device, autocast=autocast)
         s = score(joints, depth, self.batch, self.head, self.output_size)
         return {"val_mpjpe": float(np.nanmean(s.mpjpe)), "val_pa_mpjpe": float(np.nanmean(s.pa_mpjpe)),
@@ -164,7 +173,12 @@ def baseline_scores(mean: np.ndarray, batch: dict[str, np.ndarray]) -> dict[str,
 
 
 def evaluate_checkpoint(
-    checkpoint: str, data: str, *, max_rows: int | None = None, baseline_from: str | None = None, device: str = "cpu"
+    checkpoint: str,
+    data: str,
+    *,
+    max_rows: int | None = None,
+    baseline_from: str | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Score a checkpoint on a shard set (in memory); with ``baseline_from`` (3D training shards),
     also the mean-pose baseline. Returns {"model": {...}, "baseline": {...}, "rows": N, "groups"}."""
@@ -181,7 +195,8 @@ def evaluate_checkpoint(
     groups = np.asarray(rows["group"]).astype(str)
     if (groups != "").any():
         result["groups"] = {
-            g: Scores(*(v[groups == g] for v in vars(s).values())).summary() for g in sorted(set(groups) - {""})
+            g: Scores(*(v[groups == g] for v in vars(s).values())).summary()
+            for g in sorted(set(groups) - {""})
         }
     if baseline_from:
         result["baseline"] = baseline_scores(mean_pose(baseline_from), batch)

@@ -217,7 +217,9 @@ COCO17 = JointMapping("coco17", 17, (16, 14, 12, 11, 13, 15, _D, _D, _D, _D, 10,
 #: MPII's own 16 joints (identity).
 MPII16 = JointMapping("mpii16", 16, tuple(range(16)))
 
-MAPPINGS: dict[str, JointMapping] = {m.name: m for m in (H36M17, H36M32, MPI3DHP17, MPI3DHP28, COCO17, MPII16)}
+MAPPINGS: dict[str, JointMapping] = {
+    m.name: m for m in (H36M17, H36M32, MPI3DHP17, MPI3DHP28, COCO17, MPII16)
+}
 
 #: The 14 joints scored by MPII PCKh and by 3DHP's 3DPCK/AUC (pelvis and thorax left out).
 SCORED_14 = np.array([i for i in range(NUM_JOINTS) if i not in (ROOT, THORAX)])

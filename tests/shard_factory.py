@@ -33,11 +33,15 @@ def make_rows(n: int, *, has_3d: bool, crop: int = 64, seed: int = 0, dataset: s
     jpegs = []
     for j, p in zip(joints, pose, strict=True):
         img = np.full((crop, crop, 3), 40, np.uint8)
-        for (a, b) in skeleton.BONES:
-            cv2.line(img, tuple(np.round(j[a]).astype(int)), tuple(np.round(j[b]).astype(int)), (90, 90, 90), 1)
+        for a, b in skeleton.BONES:
+            cv2.line(
+                img, tuple(np.round(j[a]).astype(int)), tuple(np.round(j[b]).astype(int)), (90, 90, 90), 1
+            )
         for k in np.argsort(-p[:, 2]):  # far first; brightness encodes depth
             shade = int(np.clip(255 - (p[k, 2] - 3600) / 4, 60, 255))
-            colour = (shade, 80 + 10 * int(k), 255 - shade) if k % 2 else (255 - shade, shade, 60 + 10 * int(k))
+            colour = (
+                (shade, 80 + 10 * int(k), 255 - shade) if k % 2 else (255 - shade, shade, 60 + 10 * int(k))
+            )
             cv2.circle(img, tuple(np.round(j[k]).astype(int)), 2, colour, -1)
         jpegs.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
     nan2, nan3 = np.full((n, 2), np.nan), np.full((n, 3), np.nan)
@@ -65,7 +69,9 @@ def make_rows(n: int, *, has_3d: bool, crop: int = 64, seed: int = 0, dataset: s
         "action": [("Walking", "Sitting")[i % 2] for i in range(n)],
         "subaction": [""] * n,
         "camera": [""] * n,
-        "group": [("studio_gs", "outdoor")[i % 2] if dataset == "synthetic_wild_test" else "" for i in range(n)],
+        "group": [
+            ("studio_gs", "outdoor")[i % 2] if dataset == "synthetic_wild_test" else "" for i in range(n)
+        ],
         "frame": np.arange(n),
         "source_path": [f"gen/{i}.jpg" for i in range(n)],
         "annotation_3d": ["annot3" if has_3d else ""] * n,

@@ -86,7 +86,9 @@ def test_flip_swaps_left_and_right_and_mirrors_depth_targets():
     flipped = make_batch(rows, 64, 16, aug)
     perm = skeleton.FLIP_PERMUTATION
     # Joint i of the flipped batch is the mirror image of joint perm[i] of the plain one.
-    np.testing.assert_allclose(flipped["joints_out"][:, :, 0], 15 - plain["joints_out"][:, perm, 0], atol=1e-4)
+    np.testing.assert_allclose(
+        flipped["joints_out"][:, :, 0], 15 - plain["joints_out"][:, perm, 0], atol=1e-4
+    )
     np.testing.assert_allclose(flipped["joints_out"][:, :, 1], plain["joints_out"][:, perm, 1], atol=1e-4)
     d3 = rows["has_3d"]
     np.testing.assert_allclose(flipped["depth"][d3], plain["depth"][d3][:, perm], atol=1e-5)

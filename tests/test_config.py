@@ -17,7 +17,9 @@ def test_packaged_configs_load_and_validate():
 
 
 def test_overrides_use_stage_numbers_and_yaml_values():
-    cfg = load_config("demo", ["train.stages.3.steps=7", "data.ratio_2d=0.25", "train.stages.2.lr_drop_step=5"])
+    cfg = load_config(
+        "demo", ["train.stages.3.steps=7", "data.ratio_2d=0.25", "train.stages.2.lr_drop_step=5"]
+    )
     assert cfg.train.stages[2].steps == 7
     assert cfg.train.stages[1].lr_drop_step == 5
     assert cfg.data.ratio_2d == 0.25

@@ -107,7 +107,9 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(ray_local, shards, t
     from pose3d.train.trainer import fit
 
     # 2 DDP workers (gloo); the last rank exits at global step 5, after the checkpoint at step 3.
-    cfg = _config(shards, tmp_path, "fault", "scaling.num_workers=2", "run.max_failures=1", "train.fail_at_step=5")
+    cfg = _config(
+        shards, tmp_path, "fault", "scaling.num_workers=2", "run.max_failures=1", "train.fail_at_step=5"
+    )
     result = fit(cfg)
     assert (tmp_path / "fault" / ".fault_injected").is_file()
     assert result.error is None

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-#: Benchmark name -> module. Imported only when the benchmark runs (torch/ray are heavy).
+#: Benchmark name -> module. Modules import torch and ray inside run(), so --help stays fast.
 BENCHMARKS: dict[str, str] = {
     "loss": "pose3d.bench.loss",
+    "train": "pose3d.bench.train",
 }
 
 

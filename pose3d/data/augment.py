@@ -43,7 +43,12 @@ def sample_augmentation(rng: np.random.Generator, n: int, p: AugmentParams) -> d
 
 
 def identity_augmentation(n: int) -> dict[str, np.ndarray]:
-    return {"scale": np.ones(n), "rotation_deg": np.zeros(n), "flip": np.zeros(n, bool), "gain": np.ones((n, 3))}
+    return {
+        "scale": np.ones(n),
+        "rotation_deg": np.zeros(n),
+        "flip": np.zeros(n, bool),
+        "gain": np.ones((n, 3)),
+    }
 
 
 def _as_array(column: object, shape: tuple[int, ...], dtype: type) -> np.ndarray:
@@ -58,7 +63,9 @@ def crop_to_input_affine(crop_size: np.ndarray, input_size: int, aug: dict[str, 
     centre ``crop / CROP_MARGIN``) scaled, rotated and flipped into the ``input_size`` square."""
     crop = np.asarray(crop_size, np.float64)
     centre = np.stack([(crop - 1) / 2, (crop - 1) / 2], axis=-1)
-    return geometry.crop_affine(centre, crop / CROP_MARGIN * aug["scale"], input_size, aug["rotation_deg"], aug["flip"])
+    return geometry.crop_affine(
+        centre, crop / CROP_MARGIN * aug["scale"], input_size, aug["rotation_deg"], aug["flip"]
+    )
 
 
 def make_batch(

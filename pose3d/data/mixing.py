@@ -60,7 +60,9 @@ class RowStream:
                 self._iter = None
                 self._empty_passes = self._empty_passes + 1 if self._rows_this_pass == 0 else 0
                 if self._empty_passes >= self._max_empty:
-                    raise RuntimeError("the dataset shard yielded no rows in several passes; is it empty?") from None
+                    raise RuntimeError(
+                        "the dataset shard yielded no rows in several passes; is it empty?"
+                    ) from None
                 continue
             rows = len(next(iter(batch.values())))
             if rows:

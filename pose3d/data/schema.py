@@ -130,7 +130,9 @@ def check_schema(schema: pa.Schema, path: str) -> dict[str, str]:
     if version != str(SCHEMA_VERSION):
         raise ShardSchemaError(path, f"schema version {version}, this pose3d reads version {SCHEMA_VERSION}")
     if meta.get("pose3d.joint_order") != ",".join(skeleton.JOINT_NAMES):
-        raise ShardSchemaError(path, f"joint order {meta.get('pose3d.joint_order')!r} is not the 16 MPII joints")
+        raise ShardSchemaError(
+            path, f"joint order {meta.get('pose3d.joint_order')!r} is not the 16 MPII joints"
+        )
     for name, (typ, _) in COLUMNS.items():
         idx = schema.get_field_index(name)
         if idx < 0:

@@ -40,7 +40,11 @@ def resolve_config(args: argparse.Namespace):
     from pose3d.train.config import ConfigError, load_config
 
     overrides = list(args.overrides)
-    for flag, key in (("name", "run.name"), ("storage", "run.storage_path"), ("workers", "scaling.num_workers")):
+    for flag, key in (
+        ("name", "run.name"),
+        ("storage", "run.storage_path"),
+        ("workers", "scaling.num_workers"),
+    ):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     if args.gpu:
@@ -86,6 +90,8 @@ def train(cfg, address: str | None = None, num_cpus: int | None = None):
     print(f"latest checkpoint: {result.checkpoint.path if result.checkpoint else 'none'}")
     print(f"best checkpoint:   {best.path if best else 'none'}")
     if result.metrics:
-        shown = {k: v for k, v in result.metrics.items() if k.startswith(("val_", "loss_total", "global_step"))}
+        shown = {
+            k: v for k, v in result.metrics.items() if k.startswith(("val_", "loss_total", "global_step"))
+        }
         print("final metrics:     " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
     return result

@@ -242,7 +242,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 
 def packaged_configs() -> list[str]:
     """Names of the configs shipped with pose3d (``--config NAME``)."""
-    return sorted(p.name[:-5] for p in resources.files("pose3d.configs").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in resources.files("pose3d.configs").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def _read_yaml(path_or_name: str) -> tuple[dict[str, Any], str]:

@@ -31,10 +31,14 @@ SET_3D, SET_2D = "set_3d", "set_2d"
 
 def model_config(cfg: Config) -> ModelConfig:
     m = cfg.model
-    return ModelConfig(m.num_stacks, m.num_modules, m.num_features, m.num_reg_modules, m.input_size, m.output_size)
+    return ModelConfig(
+        m.num_stacks, m.num_modules, m.num_features, m.num_reg_modules, m.input_size, m.output_size
+    )
 
 
-def to_tensors(batch: dict[str, np.ndarray], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
+def to_tensors(
+    batch: dict[str, np.ndarray], device: torch.device, channels_last: bool
+) -> dict[str, torch.Tensor]:
     """A preprocessed numpy batch -> tensors on ``device`` (images to float in [0, 1])."""
     images = torch.from_numpy(batch["image"]).to(device, non_blocking=True).float().div_(255.0)
     if channels_last:
@@ -224,7 +228,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             progress.tick()
             last_of_stage = step + 1 == stage_cfg.steps
             do_ckpt = last_of_stage or global_step % cfg.train.checkpoint_every == 0
-            do_val = validator is not None and with_depth and (do_ckpt or global_step % cfg.train.val_every == 0)
+            do_val = (
+                validator is not None and with_depth and (do_ckpt or global_step % cfg.train.val_every == 0)
+            )
             if not (do_ckpt or global_step % cfg.train.log_every == 0):
                 continue
             metrics: dict[str, Any] = {f"loss_{k}": v for k, v in terms.items()}
@@ -311,7 +317,9 @@ class _TensorBoard:
             import pyarrow.fs as pafs
 
             fs, root = pafs.FileSystem.from_uri(self.target)
-            pafs.copy_files(self._tmp, root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+            pafs.copy_files(
+                self._tmp, root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+            )
 
     def close(self) -> None:
         self.sync()
