@@ -121,16 +121,23 @@ def project(
     """Camera coordinates (..., J, 3) -> pixels (..., J, 2) with Human3.6M's distortion model.
 
     f, c: (..., 2) focal lengths and principal point (px); k (..., 3) radial and p (..., 2)
-    tangential coefficients, or None for a pinhole. The distortion is the one Human3.6M's own code
+    tangential coefficients, or None for a pinhole; ``...`` is the poses' batch shape, or empty
+    for one camera shared by all poses (column vectors (n, 1) are accepted too). The distortion is the one Human3.6M's own code
     (and 3d-pose-baseline, mmpose) applies to normalized coordinates u = (x/z, y/z), r² = |u|²:
     u' = u (1 + k1 r² + k2 r⁴ + k3 r⁶ + p1 v + p2 u) + (p2, p1) r², with (u, v) the components of u.
     """
     x_cam = np.asarray(x_cam, np.float64)
     uv = x_cam[..., :2] / x_cam[..., 2:3]
-    lead = x_cam.shape[:-2]
 
     def per_camera(a: np.ndarray | None, n: int) -> np.ndarray:
-        return np.zeros((*lead, 1, n)) if a is None else np.asarray(a, np.float64).reshape(*lead, 1, n)
+        # (..., n) -> (..., 1, n): one camera per pose, broadcast over the joints (and over a batch
+        # of poses when a single camera is given).
+        if a is None:
+            return np.zeros((1, n))
+        a = np.asarray(a, np.float64)
+        if a.shape[-2:] == (n, 1):  # column vectors, as Human3.6M's camera files store them
+            a = a[..., 0]
+        return a[..., None, :]
 
     if k is not None or p is not None:
         kk, pp = per_camera(k, 3), per_camera(p, 2)

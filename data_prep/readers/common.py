@@ -1,0 +1,208 @@
+"""Helpers shared by the dataset readers: images, person boxes, joint mapping with derived joints,
+quarantine reasons, options and task ids.
+
+Conventions every reader follows (``data_prep.records``):
+
+- pixels are 0-based with pixel centres at integer coordinates (``pose3d.geometry``); sources in
+  1-based MATLAB pixels (MPII) are shifted by -1 on reading;
+- 3D joints are camera-frame millimetres;
+- a joint the source lacks but the 16 need (the thorax of Human3.6M and 3DHP) is derived in 3D and
+  its 2D label is the projection of that 3D point with the camera (DECISIONS 4);
+- a bad record becomes ``Quarantined`` with a reason ``"<category>: <details>"`` (the writer counts
+  by category, ``data_prep.crop.reason_category``); ``read_task`` never raises for one record.
+  Non-finite label values are passed through: the writer's validation quarantines them
+  (``data_prep.crop.validate_sample``, category "non-finite label"), so that check lives in one place.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from data_prep.records import Camera
+from pose3d import geometry, skeleton
+
+#: MPII's scale unit (also mmpose's): ``scale * 200`` is the side of the person box in px.
+SCALE_UNIT_PX = 200.0
+#: Box side / larger extent of the joints when a box is made from joints: the margin mmpose's own
+#: Human3.6M and 3DHP boxes have (checked on the fixtures: scale*200 = 1.2 x the joints' extent).
+JOINT_BOX_MARGIN = 1.2
+
+# Quarantine categories (the text before ": "). "bad image" and "wrong joint count" are the
+# writer's own categories too (data_prep.crop), so the counts merge.
+BAD_IMAGE = "bad image"
+WRONG_JOINT_COUNT = "wrong joint count"
+TOO_FEW_JOINTS = "too few annotated joints"
+NO_CAMERA = "no camera"
+BAD_VIDEO = "bad video"
+BAD_ANNOTATION = "bad annotation"
+NO_IMAGE_NAME = "no image name"
+
+
+def load_image(path: str | Path) -> np.ndarray | None:
+    """The image as (H, W, 3) uint8 BGR, or None when it is missing or cannot be decoded."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        return None
+    return image
+
+
+def bad_image_reason(path: str | Path) -> str:
+    return f"{BAD_IMAGE}: cannot read {path}" if Path(path).exists() else f"{BAD_IMAGE}: missing {path}"
+
+
+def box_from_center_scale(center: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MPII/mmpose centre and scale -> (centre (..., 2) px, box side (...) px = scale * 200)."""
+    return np.asarray(center, np.float64), np.asarray(scale, np.float64) * SCALE_UNIT_PX
+
+
+def box_from_joints(
+    joints_2d: np.ndarray, visible: np.ndarray, margin: float = JOINT_BOX_MARGIN
+) -> tuple[np.ndarray, np.ndarray]:
+    """The square person box around the visible, finite joints.
+
+    joints_2d (..., J, 2) px; visible (..., J) bool. Returns centre (..., 2) px, the middle of the
+    joints' bounding rectangle, and side (...) px = ``margin`` x its larger extent. A pose without
+    a usable joint gets a NaN box (the writer quarantines it as a bad box).
+    """
+    joints_2d = np.asarray(joints_2d, np.float64)
+    use = np.asarray(visible, bool) & np.all(np.isfinite(joints_2d), axis=-1)
+    lo = np.where(use[..., None], joints_2d, np.inf).min(axis=-2)
+    hi = np.where(use[..., None], joints_2d, -np.inf).max(axis=-2)
+    empty = ~use.any(axis=-1)
+    lo[empty], hi[empty] = np.nan, np.nan
+    return (lo + hi) / 2, margin * np.max(hi - lo, axis=-1)
+
+
+def map_joints(
+    mapping: skeleton.JointMapping,
+    joints_2d: np.ndarray,
+    visible: np.ndarray,
+    joints_3d: np.ndarray,
+    camera: Camera,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Map a source skeleton with 2D and 3D labels into the 16 joints.
+
+    joints_2d (N, J, 2) px; visible (N, J) bool; joints_3d (N, J, 3) camera mm; one ``camera`` for
+    all N. Directly mapped joints keep the source's 2D labels; each derived joint's 2D is the
+    projection of its derived 3D point (with the camera's distortion). Returns joints_2d (N, 16, 2),
+    visible (N, 16), joints_3d (N, 16, 3).
+    """
+    j3d, vis = mapping.apply(joints_3d, visible)
+    j2d, _ = mapping.apply(joints_2d, visible)
+    derived = sorted(mapping.derived)
+    if derived and len(j3d):
+        points = j3d[:, derived, :].reshape(-1, 3)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            projected = geometry.project(points, camera.f, camera.c, camera.k, camera.p)
+        j2d[:, derived, :] = projected.reshape(len(j3d), len(derived), 2)
+    return j2d, vis, j3d
+
+
+def camera_to_payload(camera: Camera | None) -> dict[str, list[float]] | None:
+    """A camera as plain lists (task payloads stay JSON-like)."""
+    if camera is None:
+        return None
+    return {
+        name: np.asarray(getattr(camera, name), np.float64).ravel().tolist() for name in ("f", "c", "k", "p")
+    }
+
+
+def camera_from_payload(payload: dict[str, Sequence[float]] | None) -> Camera | None:
+    if payload is None:
+        return None
+    return Camera(*(np.asarray(payload[name], np.float64) for name in ("f", "c", "k", "p")))
+
+
+def safe_id(name: str) -> str:
+    """A task id safe as a file name: anything but letters, digits, '.', '_' and '-' becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def list_option(value: Any) -> list[str] | None:
+    """An option that lists names: None, a comma-separated string or an iterable of names."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def bool_option(value: Any) -> bool:
+    """A yes/no option given as a bool or as text from a command line ("true", "0", ...)."""
+    if isinstance(value, str):
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"not a yes/no value: {value!r}")
+    return bool(value)
+
+
+def resolve(raw_root: str | Path, path: str | Path) -> Path:
+    """``path`` as given when absolute, else relative to the raw root."""
+    path = Path(path)
+    return path if path.is_absolute() else Path(raw_root) / path
+
+
+def image_root(raw_root: str | Path, images: str | None) -> Path:
+    """The folder image names are relative to: ``images`` when given (relative to the raw root),
+    else ``<root>/images`` when it exists, else the raw root."""
+    if images:
+        return resolve(raw_root, images)
+    return Path(raw_root) / "images" if (Path(raw_root) / "images").is_dir() else Path(raw_root)
+
+
+def first_existing(raw_root: str | Path, candidates: Iterable[str]) -> Path | None:
+    """The first of ``candidates`` (relative to the raw root) that exists, or None."""
+    for candidate in candidates:
+        path = Path(raw_root) / candidate
+        if path.exists():
+            return path
+    return None
+
+
+def file_stamp(*paths: str | Path | None) -> tuple[tuple[int, int] | None, ...]:
+    """(mtime ns, size) of each path (None when absent): a cache key part, so that a file
+    rewritten in place is read again."""
+    stamps = []
+    for path in paths:
+        try:
+            st = os.stat(path) if path is not None else None
+        except OSError:
+            st = None
+        stamps.append(None if st is None else (st.st_mtime_ns, st.st_size))
+    return tuple(stamps)
+
+
+def cached_by_file(maxsize: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Memoize ``fn(path, *args)`` per process on the path, its stamp and the other arguments:
+    every task a worker reads from one big annotation file parses it once."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.lru_cache(maxsize=maxsize)
+        def cached(path: str, stamp: tuple, *args: Any) -> Any:
+            return fn(path, *args)
+
+        @functools.wraps(fn)
+        def wrapper(path: str | Path, *args: Any) -> Any:
+            return cached(str(path), file_stamp(path), *args)
+
+        return wrapper
+
+    return decorate
+
+
+def relative_to_root(path: str | Path, raw_root: str | Path) -> str:
+    """``path`` relative to the raw root when it lies under it (shards record it so), else as is."""
+    try:
+        return Path(path).resolve().relative_to(Path(raw_root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
