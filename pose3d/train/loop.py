@@ -170,6 +170,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         global_step, restored_optim, restored_stage = state["global_step"], state["optimizer"], state["stage"]
         if rank == 0:
             log.info("resumed from checkpoint at global step %d (stage %d)", global_step, state["stage"])
+    elif cfg.train.init_from:
+        model.load_state_dict(ckpt.load_training_state(cfg.train.init_from)["state_dict"])
+        if rank == 0:
+            log.info("initialized the weights from %s", cfg.train.init_from)
 
     streams = {}
     for name in (SET_3D, SET_2D):
