@@ -31,5 +31,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not slow and not cluster"
 
+demo: $(STAMP)
+	$(BIN)/pose3d demo --out demo_out
+
+bench: $(STAMP)
+	$(BIN)/pose3d bench loss
+	$(BIN)/pose3d bench model
+	$(BIN)/pose3d bench train
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -9,7 +9,10 @@ import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "data_prep.cli",
+    "pose3d.demo",
     "pose3d.train.cli",
+    "pose3d.submit",
     "pose3d.bench",
 )
 
