@@ -1,0 +1,53 @@
+"""The installed ``pose3d`` console script, run as a user would."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+POSE3D = str(Path(sys.executable).parent / "pose3d")
+
+
+def run(*args, cwd=None):
+    return subprocess.run([POSE3D, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_help_lists_the_commands():
+    out = run("--help")
+    assert out.returncode == 0, out.stderr
+    for command in ("prep", "train", "demo", "bench"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", [("train",), ("demo",), ("bench", "loss"), ("bench", "train")])
+def test_subcommand_help(command):
+    out = run(*command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage: pose3d" in out.stdout
+
+
+def test_train_resolves_packaged_configs_from_any_folder(tmp_path):
+    out = run(
+        "train",
+        "--config",
+        "paper",
+        "--print-config",
+        "train.stages.3.steps=5",
+        "--workers",
+        "2",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["train"]["stages"][2]["steps"] == 5 and cfg["scaling"]["num_workers"] == 2
+    assert cfg["model"]["num_stacks"] == 2
+
+
+def test_train_bad_input_is_one_clear_line(tmp_path):
+    out = run("train", "--config", str(tmp_path / "missing.yaml"))
+    assert out.returncode == 2
+    assert "missing.yaml" in out.stderr and "Traceback" not in out.stderr
+    out = run("train", "--config", "demo", "data.ratio_2d=2")
+    assert out.returncode == 2 and "data.ratio_2d" in out.stderr and "Traceback" not in out.stderr
