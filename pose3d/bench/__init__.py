@@ -12,6 +12,8 @@ import importlib
 #: Benchmark name -> module. Modules import torch and ray inside run(), so --help stays fast.
 BENCHMARKS: dict[str, str] = {
     "loss": "pose3d.bench.loss",
+    "prep": "pose3d.bench.prep",
+    "model": "pose3d.bench.model",
     "train": "pose3d.bench.train",
 }
 

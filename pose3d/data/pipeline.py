@@ -1,0 +1,232 @@
+"""Reading shard sets: find the finished shards, check their schema, read them with Ray Data (or with
+plain pyarrow for small evaluations and tests).
+
+A shard set is a folder (local, or an object-store URI such as ``s3://bucket/pose3d``) holding
+``*.parquet`` files at any depth. Files and folders whose name starts with ``_`` or ``.`` are never
+taken: the writer keeps its temporary files, done-markers and quarantine reports there.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pose3d import skeleton
+from pose3d.data import schema
+
+if TYPE_CHECKING:
+    import ray.data
+
+_J = skeleton.NUM_JOINTS
+
+#: Row shape of each fixed-size list column (Arrow stores them flat).
+ROW_SHAPES: dict[str, tuple[int, ...]] = {
+    "joints_2d": (_J, 2),
+    "visible": (_J,),
+    "joints_3d": (_J, 3),
+    "crop_to_image": (2, 3),
+    "camera_f": (2,),
+    "camera_c": (2,),
+    "camera_k": (3,),
+    "camera_p": (2,),
+    "head_box": (4,),
+}
+
+
+class NoShardsError(FileNotFoundError):
+    """A path with no finished shard under it."""
+
+    def __init__(self, path: str, reason: str = "no shards (*.parquet) found") -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
+def resolve(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
+    """A local path (relative allowed) or a URI (``s3://``, ``gs://``, ``file://``) -> the pyarrow
+    filesystem and the path within it (no trailing slash)."""
+    text = str(path_or_uri)
+    if "://" not in text:
+        return _LOCAL, os.path.abspath(os.path.expanduser(text)).rstrip("/") or "/"
+    scheme, rest = text.split("://", 1)
+    if scheme == "file":
+        return _LOCAL, os.path.abspath(rest).rstrip("/") or "/"
+    if scheme in ("s3", "gs", "gcs"):
+        # One filesystem object per bucket and credentials: creating an S3 filesystem may query the
+        # bucket's region. The key includes the environment it was configured from.
+        env = tuple(os.environ.get(k) for k in _FS_ENV)
+        return _remote_filesystem(f"{scheme}://{rest.split('/', 1)[0]}", env), rest.rstrip("/")
+    fs, path = pafs.FileSystem.from_uri(text)
+    return fs, path.rstrip("/") or "/"
+
+
+_LOCAL = pafs.LocalFileSystem()
+
+
+_FS_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_REGION",
+    "AWS_PROFILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _remote_filesystem(bucket_uri: str, env: tuple[str | None, ...]) -> pafs.FileSystem:
+    return pafs.FileSystem.from_uri(bucket_uri)[0]
+
+
+def to_uri(fs: pafs.FileSystem, path: str) -> str:
+    """The inverse of ``resolve``: a plain path for the local filesystem, ``scheme://path`` otherwise."""
+    if fs.type_name == "local":
+        return path
+    scheme = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs", "abfs": "abfs"}.get(fs.type_name, fs.type_name)
+    return f"{scheme}://{path}"
+
+
+def _is_hidden(relative: str) -> bool:
+    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
+
+
+def list_shards(paths: str | Sequence[str]) -> list[str]:
+    """Every finished shard under ``paths`` (folders searched recursively, or shard files), sorted.
+
+    Only ``*.parquet`` files are taken, and none inside a folder (or with a name) starting with ``_``
+    or ``.``. Returns local paths or URIs as given. Raises NoShardsError naming a path that does not
+    exist or holds no shard.
+    """
+    found: list[str] = []
+    for path in [paths] if isinstance(paths, str) else list(paths):
+        fs, root = resolve(path)
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            raise NoShardsError(str(path), "no such file or folder")
+        if info.type == pafs.FileType.File:
+            if not root.endswith(".parquet"):
+                raise NoShardsError(str(path), "not a .parquet file")
+            found.append(to_uri(fs, root))
+            continue
+        here = []
+        for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+            relative = entry.path[len(root) :].lstrip("/")
+            if (
+                entry.type == pafs.FileType.File
+                and entry.path.endswith(".parquet")
+                and not _is_hidden(relative)
+            ):
+                here.append(to_uri(fs, entry.path))
+        if not here:
+            raise NoShardsError(str(path))
+        found.extend(sorted(here))
+    return found
+
+
+def check_shards(paths: Iterable[str], max_threads: int = 16) -> list[dict[str, str]]:
+    """Validate every shard's footer (``schema.read_shard_metadata``); return their pose3d metadata
+    in order. Raises ``schema.ShardSchemaError`` naming the first bad file."""
+    paths = list(paths)
+
+    def one(path: str) -> dict[str, str]:
+        fs, inner = resolve(path)
+        try:
+            return schema.read_shard_metadata(inner, filesystem=fs)
+        except schema.ShardSchemaError as err:
+            raise schema.ShardSchemaError(path, str(err).removeprefix(f"{inner}: ")) from err
+
+    if len(paths) <= 1:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(max_threads, len(paths))) as pool:
+        return list(pool.map(one, paths))
+
+
+def read_shards(
+    paths: str | Sequence[str],
+    columns: Sequence[str] | None = None,
+    *,
+    shuffle_files: bool = False,
+    **read_parquet_args,
+) -> ray.data.Dataset:
+    """A Ray Dataset over the finished shards under ``paths``, after checking every file's schema.
+
+    ``columns`` selects columns (all by default). Fixed-size list columns arrive as flat tensors,
+    e.g. joints_2d (B, 32); ``unflatten_columns`` gives them their row shapes.
+    """
+    import ray.data
+
+    files = list_shards(paths)
+    check_shards(files)
+    if columns is not None:
+        unknown = sorted(set(columns) - set(schema.COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown shard columns {unknown}; the schema has {list(schema.COLUMNS)}")
+    return ray.data.read_parquet(
+        files,
+        columns=list(columns) if columns is not None else None,
+        shuffle="files" if shuffle_files else None,
+        **read_parquet_args,
+    )
+
+
+def unflatten_columns(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Give the fixed-size columns of a numpy batch their row shapes, e.g. joints_2d (B, 32) ->
+    (B, 16, 2). Other columns pass through."""
+    out = dict(batch)
+    for name, shape in ROW_SHAPES.items():
+        if name in out:
+            out[name] = np.asarray(out[name]).reshape(-1, *shape)
+    return out
+
+
+def column_to_numpy(name: str, column: pa.ChunkedArray) -> np.ndarray:
+    typ = column.type
+    if pa.types.is_fixed_size_list(typ):
+        flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(len(column), *ROW_SHAPES[name])
+    if pa.types.is_string(typ) or pa.types.is_binary(typ):
+        return np.array(column.to_pylist(), dtype=object)
+    return column.to_numpy()
+
+
+def load_shards_numpy(
+    paths: str | Sequence[str], columns: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Read the shards under ``paths`` into memory without Ray (small sets: evaluation, tests).
+
+    Returns column -> array with row shapes, e.g. joints_2d (N, 16, 2) float32; strings and JPEG
+    bytes as object arrays. Files are read in ``list_shards`` order.
+    """
+    files = list_shards(paths)
+    check_shards(files)
+    names = list(columns) if columns is not None else list(schema.COLUMNS)
+    tables = []
+    for path in files:
+        fs, inner = resolve(path)
+        tables.append(pq.read_table(inner, columns=names, filesystem=fs))
+    table = pa.concat_tables(tables)
+    return {name: column_to_numpy(name, table.column(name)) for name in names}
+
+
+def decode_images(jpegs: Sequence[bytes], rgb: bool = True) -> np.ndarray:
+    """JPEG crops -> (B, H, W, 3) uint8, RGB by default (BGR with ``rgb=False``).
+
+    Raises ValueError when a crop cannot be decoded or the crops differ in size.
+    """
+    images = []
+    for i, data in enumerate(jpegs):
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"crop {i} is not a decodable JPEG")
+        images.append(image[..., ::-1] if rgb else image)
+    if len({im.shape for im in images}) > 1:
+        raise ValueError(f"crops differ in size: {sorted({im.shape for im in images})}")
+    return np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)

