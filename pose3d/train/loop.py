@@ -176,8 +176,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             log.info("initialized the weights from %s", cfg.train.init_from)
 
     streams = {}
+    # Ray 2.60 raises KeyError for a dataset the trainer was not given (build_datasets passes only
+    # those some stage draws from): ask only for those.
+    needed = {
+        name
+        for stage, st in enumerate(cfg.train.stages, start=1)
+        if st.steps
+        for name, rows in zip((SET_3D, SET_2D), _rows(cfg, stage), strict=True)
+        if rows
+    }
     for name in (SET_3D, SET_2D):
-        shard = ray.train.get_dataset_shard(name)
+        shard = ray.train.get_dataset_shard(name) if name in needed else None
         if shard is None:
             streams[name] = None
             continue
@@ -198,6 +207,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         validator = Validator(cfg.data.val_3d, cfg.data.val_rows, cfg.model.input_size, cfg.model.output_size)
     tb = _TensorBoard(cfg) if rank == 0 else None
 
+    nodes = _count_nodes(world)
+    if rank == 0:
+        log.info("%d worker(s) on %d node(s), device %s", world, nodes, device)
     start_step = global_step
     total = schedule.total_steps(cfg)
     progress = _Progress(total, cfg.data.batch_size)
@@ -243,6 +255,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 step_in_stage=step + 1,
                 global_step=global_step,
                 start_step=start_step,  # where this attempt began: > 0 after a resume
+                nodes=nodes,
                 lr=lr,
                 img_per_s=progress.window(),
                 batch_rows=n3d + n2d,
@@ -281,6 +294,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 ray.train.report(metrics)
     if tb is not None:
         tb.close()
+
+
+def _count_nodes(world: int) -> int:
+    """Distinct Ray nodes the workers run on (placement checks; one all-gather at start)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return 1
+    gathered: list[str | None] = [None] * world
+    torch.distributed.all_gather_object(gathered, node)
+    return len(set(gathered))
 
 
 def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str) -> str:

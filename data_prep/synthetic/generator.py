@@ -1,0 +1,412 @@
+"""Generate the synthetic raw datasets (``generate``) and turn them into shards (``prepare``).
+
+``generate(out_raw)`` writes three raw trees in the official formats (``formats``)::
+
+    out_raw/h36m/   the lab set (Human3.6M layout): S1, S5, S6, S7, S8 train; S9, S11 test
+    out_raw/mpii/   the wild set (MPII layout): train and val
+    out_raw/3dhp/   the wild test set (MPI-INF-3DHP test layout): TS1..TS6
+    out_raw/synthetic.json         the parameters and counts (a re-run with the same ones is skipped)
+    out_raw/synthetic_labels.npz   the rendered ground truth in the 16 joints, for checks
+
+Frames are rendered in worker processes (``num_workers``), each writing its own JPEGs; the
+annotation files are written at the end. The output is the same for a seed whatever the number of
+workers. ``prepare(out)`` generates into ``out/raw`` (or ``raw=``) and runs the shard writer
+(``data_prep.writer.run_prep``) with this package as the reader (``data_prep.synthetic.reader``).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_prep.synthetic import formats, sets
+from data_prep.synthetic.formats import LabRecord, TestRecord, WildRecord
+from pose3d import skeleton
+
+FORMAT_VERSION = 1
+JPEG_QUALITY = 92
+#: Size presets: images per set, image size (px) and Human3.6M trials per action.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"lab_frames": 56, "wild_images": 30, "wild_test_frames": 48, "image_size": 320, "lab_trials": 1},
+    "small": {
+        "lab_frames": 1500,
+        "wild_images": 1500,
+        "wild_test_frames": 420,
+        "image_size": 500,
+        "lab_trials": 1,
+    },
+    "medium": {
+        "lab_frames": 12000,
+        "wild_images": 12000,
+        "wild_test_frames": 2400,
+        "image_size": 500,
+        "lab_trials": 2,
+    },
+}
+H36M_LAYOUTS = ("npz", "video", "both")
+_CHUNK = 8  # frames per work unit
+
+Progress = Callable[[str], None]
+
+
+def _write_jpeg(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"cannot encode {path}")
+    path.write_bytes(buf.tobytes())
+
+
+# --- work units (run in the workers) -------------------------------------------------------------
+
+
+def _lab_unit(root: str, seed: int, image_size: int, trials: int, indices: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for index in indices:
+        frame = sets.lab_frame(seed, image_size, index, trials)
+        for cid, shot in zip(sets.LAB_CAMERA_IDS, frame.shots, strict=True):
+            j17, j32 = shot.body.h36m17(), shot.body.h36m32()
+            record = LabRecord(
+                frame.subject, frame.action, frame.trial, cid, frame.frame,
+                shot.camera.project(j17), j17, shot.camera.project(j32), j32,
+            )  # fmt: skip
+            _write_jpeg(formats.h36m_image_path(Path(root), record), shot.image)
+            out.append(
+                {"record": record, "j16_px": shot.joints_2d, "j16_cam": shot.body.joints, "index": index}
+            )
+    return out
+
+
+def _wild_unit(root: str, seed: int, image_size: int, indices: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for index in indices:
+        shot = sets.wild_image(seed, image_size, index)
+        h, w = shot.image.shape[:2]
+        name = f"{index + 1:09d}.jpg"
+        record = WildRecord(
+            name, sets.wild_split(index), shot.joints_2d, shot.in_image, shot.visible, shot.head_box, w, h
+        )
+        _write_jpeg(Path(root) / "images" / name, shot.image)
+        out.append({"record": record, "j16_px": shot.joints_2d, "j16_cam": shot.body.joints, "index": index})
+    return out
+
+
+def _test_unit(
+    root: str, seed: int, image_size: int, items: list[tuple[str, int, int]]
+) -> list[dict[str, Any]]:
+    out = []
+    for sequence, frame, count in items:
+        tf = sets.wild_test_frame(seed, image_size, sequence, frame, count)
+        j17 = tf.shot.body.mpi3dhp17()
+        record = TestRecord(sequence, frame, tf.activity, tf.valid, tf.shot.camera.project(j17), j17)
+        _write_jpeg(formats.mpi3dhp_image_path(Path(root), sequence, frame), tf.shot.image)
+        out.append(
+            {
+                "record": record,
+                "j16_px": tf.shot.joints_2d,
+                "j16_cam": tf.shot.body.joints,
+                "index": (sequence, frame),
+            }
+        )
+    return out
+
+
+_UNITS = {"lab": _lab_unit, "wild": _wild_unit, "test": _test_unit}
+
+
+def _run_unit(job: tuple[str, tuple]) -> tuple[str, list[dict[str, Any]], float]:
+    kind, args = job
+    start = time.process_time()
+    result = _UNITS[kind](*args)
+    return kind, result, time.process_time() - start
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+# --- generate ------------------------------------------------------------------------------------
+
+
+def _params(lab_frames: int, wild_images: int, wild_test_frames: int, image_size: int, seed: int,
+            lab_trials: int, h36m_layout: str) -> dict[str, Any]:  # fmt: skip
+    from data_prep.synthetic import posebank
+
+    bank = posebank.load_bank()
+    return {
+        "format_version": FORMAT_VERSION,
+        "lab_frames": lab_frames,
+        "wild_images": wild_images,
+        "wild_test_frames": wild_test_frames,
+        "image_size": image_size,
+        "seed": seed,
+        "lab_trials": lab_trials,
+        "h36m_layout": h36m_layout,
+        "pose_bank": {
+            "poses": len(bank),
+            "source": bank.source,
+            "checksum": float(np.round(bank.bone_dirs.sum(), 4)),
+        },
+    }
+
+
+def generate(
+    out_raw: str,
+    *,
+    lab_frames: int = SIZES["small"]["lab_frames"],
+    wild_images: int = SIZES["small"]["wild_images"],
+    wild_test_frames: int = SIZES["small"]["wild_test_frames"],
+    image_size: int = SIZES["small"]["image_size"],
+    seed: int = 0,
+    lab_trials: int = 1,
+    h36m_layout: str = "npz",
+    num_workers: int | None = None,
+    progress: Progress | None = print,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Render the lab, wild and wild-test sets into ``out_raw/{h36m,mpii,3dhp}`` (module docstring).
+
+    ``lab_frames`` counts images (4 cameras per pose, rounded up to a multiple of 4);
+    ``h36m_layout``: "npz" (mmpose's), "video" (the official videos + CDF) or "both".
+    ``num_workers`` processes render (default: the CPU count; 1 = in this process). A folder
+    already generated with the same parameters is left as it is unless ``force``.
+    Returns the parameters, the counts per set, the seconds and the images per second.
+    """
+    if h36m_layout not in H36M_LAYOUTS:
+        raise ValueError(f"h36m_layout must be one of {H36M_LAYOUTS}, not {h36m_layout!r}")
+    if min(lab_frames, wild_images, wild_test_frames) < 0 or image_size < 64:
+        raise ValueError("frame counts must be >= 0 and image_size >= 64")
+    say = progress or (lambda _: None)
+    root = Path(out_raw)
+    params = _params(lab_frames, wild_images, wild_test_frames, image_size, seed, lab_trials, h36m_layout)
+    info_path = root / "synthetic.json"
+    if not force and info_path.exists():
+        info = json.loads(info_path.read_text())
+        if info.get("params") == params:
+            say(f"synthetic: {root} already holds this data set (seed {seed}); skipping generation")
+            return info
+    for sub in ("h36m", "mpii", "3dhp"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+    info_path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    lab_root, wild_root, test_root = root / "h36m", root / "mpii", root / "3dhp"
+    lab_poses = -(-lab_frames // len(sets.LAB_CAMERA_IDS))
+    per_sequence = sets.test_frames_per_sequence(wild_test_frames)
+    test_items = [
+        (seq, f, n) for seq, n in zip(sets.TEST_SEQUENCES, per_sequence, strict=True) for f in range(n)
+    ]
+    jobs: list[tuple[str, tuple]] = []
+    step = max(1, _CHUNK // len(sets.LAB_CAMERA_IDS))  # poses per lab job (4 images each)
+    for i in range(0, lab_poses, step):
+        poses = list(range(i, min(i + step, lab_poses)))
+        jobs.append(("lab", (str(lab_root), seed, image_size, lab_trials, poses)))
+    for i in range(0, wild_images, _CHUNK):
+        jobs.append(
+            ("wild", (str(wild_root), seed, image_size, list(range(i, min(i + _CHUNK, wild_images)))))
+        )
+    for i in range(0, len(test_items), _CHUNK):
+        jobs.append(("test", (str(test_root), seed, image_size, test_items[i : i + _CHUNK])))
+    jobs.sort(key=lambda j: {"test": 0, "lab": 1, "wild": 2}[j[0]])  # static scenes first: warm caches
+    workers = max(1, min(num_workers or os.cpu_count() or 1, len(jobs) or 1))
+    total_images = len(sets.LAB_CAMERA_IDS) * lab_poses + wild_images + len(test_items)
+    lab_images = len(sets.LAB_CAMERA_IDS) * lab_poses
+    say(f"synthetic: rendering {total_images} images ({lab_images} lab, {wild_images} wild, "
+        f"{len(test_items)} wild-test) at {image_size} px with {workers} worker(s) into {root}")  # fmt: skip
+    results: dict[str, list[dict[str, Any]]] = {"lab": [], "wild": [], "test": []}
+    cpu: dict[str, float] = {"lab": 0.0, "wild": 0.0, "test": 0.0}
+    done = 0
+    last = time.perf_counter()
+
+    def collect(kind: str, rows: list[dict[str, Any]], seconds: float) -> None:
+        nonlocal done, last
+        results[kind] += rows
+        cpu[kind] += seconds
+        done += len(rows)
+        now = time.perf_counter()
+        if now - last > 5 or done == total_images:
+            last = now
+            say(f"synthetic: {done}/{total_images} images, {done / (now - start):.1f} images/s")
+
+    if workers == 1:
+        import cv2
+
+        threads = cv2.getNumThreads()
+        _init_worker()
+        try:
+            for job in jobs:
+                collect(*_run_unit(job))
+        finally:
+            cv2.setNumThreads(threads)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # safe beside threads (Ray) in the parent
+        with ctx.Pool(workers, initializer=_init_worker) as pool:
+            for kind, rows, seconds in pool.imap_unordered(_run_unit, jobs):
+                collect(kind, rows, seconds)
+    render_seconds = time.perf_counter() - start
+
+    # Annotation files, in a deterministic order.
+    lab = sorted(results["lab"], key=lambda r: (r["index"], r["record"].camera_id))
+    wild = sorted(results["wild"], key=lambda r: r["index"])
+    test = sorted(results["test"], key=lambda r: (sets.TEST_SEQUENCES.index(r["index"][0]), r["index"][1]))
+    _write_lab(lab_root, [r["record"] for r in lab], seed, image_size, h36m_layout)
+    formats.write_mpii(wild_root, [r["record"] for r in wild])
+    _write_test(test_root, [r["record"] for r in test], seed, image_size)
+    _write_labels(root / "synthetic_labels.npz", lab, wild, test)
+    seconds = time.perf_counter() - start
+    info = {
+        "params": params,
+        "counts": {
+            "lab": len(lab),
+            "wild": len(wild),
+            "wild_test": len(test),
+            "lab_train": sum(r["record"].subject in sets.LAB_TRAIN_SUBJECTS for r in lab),
+            "wild_val": sum(r["record"].split == "val" for r in wild),
+            "wild_test_valid": sum(r["record"].valid for r in test),
+        },  # fmt: skip
+        "seconds": round(seconds, 2),
+        "render_seconds": round(render_seconds, 2),
+        "workers": workers,
+        "images_per_s": round(total_images / seconds, 1) if seconds > 0 else 0.0,
+        "cpu_ms_per_image": {k: round(1000 * cpu[k] / max(1, len(results[k])), 1) for k in cpu},
+    }
+    info_path.write_text(json.dumps(info, indent=1, sort_keys=True))
+    say(f"synthetic: {total_images} images in {seconds:.1f} s ({info['images_per_s']} images/s, "
+        f"{workers} worker(s)); CPU ms per image: {info['cpu_ms_per_image']}")  # fmt: skip
+    return info
+
+
+def _write_lab(root: Path, records: list[LabRecord], seed: int, image_size: int, layout: str) -> None:
+    studio = sets.lab_studio(seed, image_size)
+    formats.write_h36m_cameras(root, list(sets.LAB_SUBJECTS), list(sets.LAB_CAMERA_IDS), studio.cameras)
+    if layout in ("npz", "both"):
+        for split, subjects in (("train", sets.LAB_TRAIN_SUBJECTS), ("test", sets.LAB_TEST_SUBJECTS)):
+            formats.write_h36m_npz(root, split, [r for r in records if r.subject in subjects])
+    if layout in ("video", "both"):
+        formats.write_h36m_video(root, records, sets.LAB_FRAME_STEP)
+        if layout == "video":
+            shutil.rmtree(root / "images", ignore_errors=True)
+
+
+def _write_test(root: Path, records: list[TestRecord], seed: int, image_size: int) -> None:
+    for seq in sets.TEST_SEQUENCES:
+        seq_records = [r for r in records if r.sequence == seq]
+        if seq_records:
+            formats.write_annot_data(root / seq / "annot_data.mat", seq_records)
+    cams = {seq: sets.test_sequence(seed, image_size, seq).camera for seq in sets.TEST_SEQUENCES}
+    formats.write_3dhp_cameras(root, cams)
+
+
+def _write_labels(path: Path, lab: list[dict], wild: list[dict], test: list[dict]) -> None:
+    """The rendered truth in the 16 joints, keyed like the readers' samples."""
+
+    def stack(rows: list[dict], name: str, shape: tuple[int, ...]) -> np.ndarray:
+        return np.stack([r[name] for r in rows]) if rows else np.zeros((0, *shape))
+
+    j = skeleton.NUM_JOINTS
+    np.savez_compressed(
+        path,
+        lab_keys=np.array([f"{r['record'].sequence}/{r['record'].frame:06d}" for r in lab], dtype=str),
+        lab_joints_2d=stack(lab, "j16_px", (j, 2)),
+        lab_joints_3d=stack(lab, "j16_cam", (j, 3)),
+        wild_keys=np.array([r["record"].name for r in wild], dtype=str),
+        wild_joints_2d=stack(wild, "j16_px", (j, 2)),
+        wild_annotated=np.array([r["record"].annotated for r in wild], dtype=bool).reshape(-1, j),
+        wild_head_box=np.array([r["record"].head_box for r in wild]).reshape(-1, 4),
+        test_keys=np.array([f"{r['record'].sequence}/{r['record'].frame:06d}" for r in test], dtype=str),
+        test_joints_2d=stack(test, "j16_px", (j, 2)),
+        test_joints_3d=stack(test, "j16_cam", (j, 3)),
+        test_valid=np.array([r["record"].valid for r in test], dtype=bool),
+    )
+
+
+# --- prepare -------------------------------------------------------------------------------------
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def prepare(
+    out: str,
+    *,
+    raw: str | None = None,
+    size: str = "small",
+    seed: int = 0,
+    num_cpus: int | None = None,
+    h36m_layout: str = "npz",
+    progress: Progress | None = print,
+    **writer_opts: Any,
+) -> dict[str, Any]:
+    """Generate the synthetic raw data (into ``raw``, default ``out/raw``; a temporary folder when
+    ``out`` is an object-store URI) and write its shards under ``out`` with the shard writer:
+    ``out/synthetic_lab`` (train, test), ``out/synthetic_wild`` (train, val) and
+    ``out/synthetic_wild_test`` (test).
+
+    ``size``: "tiny", "small" or "medium" (``SIZES``); ``writer_opts``: ``data_prep.writer.
+    WriterConfig`` fields (crop_size, margin, jpeg_quality, shard_rows). Returns {"generate": the
+    generation info, "prep": the writer's PrepResult}.
+    """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, not {size!r}")
+    from data_prep import writer
+
+    preset = dict(SIZES[size])
+    lab_trials = preset.pop("lab_trials")
+    temporary = None
+    if raw is None:
+        if _is_local(out):
+            raw = os.path.join(out.removeprefix("file://"), "raw")
+        else:
+            temporary = tempfile.mkdtemp(prefix="pose3d-synthetic-raw-")
+            raw = temporary
+    try:
+        info = generate(
+            raw, **preset, seed=seed, lab_trials=lab_trials, h36m_layout=h36m_layout,
+            num_workers=num_cpus, progress=progress,
+        )  # fmt: skip
+        writer.ensure_ray(num_cpus)
+        config = writer.WriterConfig(**writer_opts)
+        result = writer.run_prep("synthetic", raw, out, ("train", "val", "test"), config=config)
+        if progress:
+            for line in writer.iter_summary_lines(result):
+                progress(line)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return {"generate": info, "prep": result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Generate the synthetic raw datasets (no shards).")
+    parser.add_argument("out_raw")
+    parser.add_argument("--size", choices=list(SIZES), default="small")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--h36m-layout", choices=H36M_LAYOUTS, default="npz")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    preset = dict(SIZES[args.size])
+    trials = preset.pop("lab_trials")
+    generate(args.out_raw, **preset, seed=args.seed, lab_trials=trials, h36m_layout=args.h36m_layout,
+             num_workers=args.workers, force=args.force)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

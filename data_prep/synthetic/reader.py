@@ -1,0 +1,67 @@
+"""The synthetic raw tree as one reader for the shard writer (``data_prep.writer.READERS``).
+
+It runs the real readers on the three sub-trees ``generate`` writes and labels their tasks with the
+synthetic dataset names, so the shards land in ``synthetic_lab`` / ``synthetic_wild`` /
+``synthetic_wild_test``:
+
+======== ============================== ======================= ==========
+split    lab (``readers.h36m``)          wild (``readers.mpii``)  wild test (``readers.mpi3dhp``)
+======== ============================== ======================= ==========
+train    S1, S5, S6, S7, S8             train                    -
+val      -                              val                      -
+test     S9, S11                        -                        TS1..TS6
+======== ============================== ======================= ==========
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from data_prep.readers import common
+from data_prep.records import PersonSample, Quarantined, SourceTask
+
+#: set name -> (dataset name, sub-folder, reader module, splits it has)
+SETS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "lab": ("synthetic_lab", "h36m", "data_prep.readers.h36m", ("train", "test")),
+    "wild": ("synthetic_wild", "mpii", "data_prep.readers.mpii", ("train", "val")),
+    "wild_test": ("synthetic_wild_test", "3dhp", "data_prep.readers.mpi3dhp", ("test",)),
+}
+_WRAPPED = "synthetic_inner"
+
+
+def list_tasks(raw_root: str, split: str, sets: Any = None, **options: Any) -> list[SourceTask]:
+    """The tasks of every synthetic set that has ``split`` (``sets``: a subset of "lab", "wild",
+    "wild_test", as a list or comma-separated; ``options`` go to every inner reader that takes them,
+    e.g. ``layout``). Raises FileNotFoundError when a wanted sub-tree is missing."""
+    chosen = common.list_option(sets) or list(SETS)
+    unknown = set(chosen) - set(SETS)
+    if unknown:
+        raise ValueError(f"synthetic: unknown sets {sorted(unknown)} (lab, wild, wild_test)")
+    tasks = []
+    for name in chosen:
+        dataset, folder, module_name, splits = SETS[name]
+        if split not in splits:
+            continue
+        root = Path(raw_root) / folder
+        if not root.is_dir():
+            raise FileNotFoundError(f"synthetic: {root} is missing; run data_prep.synthetic.generate first")
+        module = importlib.import_module(module_name)
+        accepted = inspect.signature(module.list_tasks).parameters
+        for inner in module.list_tasks(
+            str(root), split, **{k: v for k, v in options.items() if k in accepted}
+        ):
+            payload = {_WRAPPED: {"module": module_name, "dataset": inner.dataset, "raw_root": inner.raw_root,
+                                  "payload": inner.payload}}  # fmt: skip
+            tasks.append(SourceTask(dataset, split, inner.task_id, raw_root, payload))
+    return tasks
+
+
+def read_task(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
+    """The inner reader's samples of the task, as they are."""
+    wrapped = task.payload[_WRAPPED]
+    inner = SourceTask(wrapped["dataset"], task.split, task.task_id, wrapped["raw_root"], wrapped["payload"])
+    yield from importlib.import_module(wrapped["module"]).read_task(inner)
