@@ -29,8 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="demo_out", help="folder for shards, runs and the report (default demo_out)")
-    p.add_argument("--size", default="small", help="synthetic data size: tiny | small | medium (default small)")
+    p.add_argument(
+        "--out", default="demo_out", help="folder for shards, runs and the report (default demo_out)"
+    )
+    p.add_argument(
+        "--size", default="small", help="synthetic data size: tiny | small | medium (default small)"
+    )
     p.add_argument("--config", default="demo", help="training config (default: the packaged demo)")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray (default: max(8, cores))")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
@@ -68,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     prepare(str(shards), size=args.size)
     timings["data"] = time.perf_counter() - t0
 
-    print(f"== 2/3 training ({cfg.run.name}: {' + '.join(str(s.steps) for s in cfg.train.stages)} steps)", flush=True)
+    print(
+        f"== 2/3 training ({cfg.run.name}: {' + '.join(str(s.steps) for s in cfg.train.stages)} steps)",
+        flush=True,
+    )
     from pose3d.train.cli import train
 
     t1 = time.perf_counter()
@@ -95,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
     (out / "demo_report.md").write_text(table + "\n")
     model, base = ev["model"]["mpjpe"], ev["baseline"]["mpjpe"]
     if not model < base:
-        print(f"pose3d demo: the model ({model:.1f} mm) did not beat the mean pose ({base:.1f} mm)", file=sys.stderr)
+        print(
+            f"pose3d demo: the model ({model:.1f} mm) did not beat the mean pose ({base:.1f} mm)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
