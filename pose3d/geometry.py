@@ -123,7 +123,8 @@ def project(
     f, c: (..., 2) focal lengths and principal point (px); k (..., 3) radial and p (..., 2)
     tangential coefficients, or None for a pinhole; ``...`` is the poses' batch shape, or empty
     for one camera shared by all poses (column vectors (n, 1) are accepted too). The distortion is
-    the one Human3.6M's own code (and 3d-pose-baseline, mmpose) applies to normalized coordinates u = (x/z, y/z), r² = |u|²:
+    the one Human3.6M's own code (and 3d-pose-baseline, mmpose) applies to normalized coordinates
+    u = (x/z, y/z), r² = |u|²:
     u' = u (1 + k1 r² + k2 r⁴ + k3 r⁶ + p1 v + p2 u) + (p2, p1) r², with (u, v) the components of u.
     """
     x_cam = np.asarray(x_cam, np.float64)
