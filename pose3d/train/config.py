@@ -76,9 +76,10 @@ class StageSection:
 
 @dataclass
 class OptimSection:
-    """RMSprop as the authors' code (SPEC "Optimizer")."""
+    """RMSprop as the authors' code (SPEC "Optimizer"); ``adam`` for short CPU runs (the demo)."""
 
-    alpha: float = 0.99
+    name: str = "rmsprop"  # rmsprop | adam
+    alpha: float = 0.99  # RMSprop's smoothing (Adam: beta2)
     eps: float = 1e-8
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -152,6 +153,8 @@ class Config:
             raise ConfigError(f"data.ratio_2d must be in [0, 1), got {self.data.ratio_2d}")
         if self.data.stage1_data not in ("2d", "3d", "both"):
             raise ConfigError(f"data.stage1_data must be 2d, 3d or both, got {self.data.stage1_data!r}")
+        if self.optim.name not in ("rmsprop", "adam"):
+            raise ConfigError(f"optim.name must be rmsprop or adam, got {self.optim.name!r}")
         if self.loss.geo_rows not in ("2d", "all"):
             raise ConfigError(f"loss.geo_rows must be '2d' or 'all', got {self.loss.geo_rows!r}")
         n = self.scaling.num_workers

@@ -88,6 +88,17 @@ def _rows(cfg: Config, stage: int) -> tuple[int, int]:
     return per - per // 2, per // 2
 
 
+def datasets_drawn(cfg: Config) -> set[str]:
+    """The datasets some stage with steps draws rows from (the trainer passes only these)."""
+    return {
+        name
+        for stage, st in enumerate(cfg.train.stages, start=1)
+        if st.steps
+        for name, rows in zip((SET_3D, SET_2D), _rows(cfg, stage), strict=True)
+        if rows
+    }
+
+
 def _set_stage_trainable(model: PoseNet, stage: int) -> None:
     for p in model.depth_parameters():
         p.requires_grad_(schedule.uses_depth(stage))
@@ -96,6 +107,8 @@ def _set_stage_trainable(model: PoseNet, stage: int) -> None:
 def _make_optimizer(model: PoseNet, cfg: Config, lr: float) -> torch.optim.Optimizer:
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, o.alpha), eps=o.eps, weight_decay=o.weight_decay)
     return torch.optim.RMSprop(
         params, lr=lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay
     )
@@ -176,15 +189,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             log.info("initialized the weights from %s", cfg.train.init_from)
 
     streams = {}
-    # Ray 2.60 raises KeyError for a dataset the trainer was not given (build_datasets passes only
-    # those some stage draws from): ask only for those.
-    needed = {
-        name
-        for stage, st in enumerate(cfg.train.stages, start=1)
-        if st.steps
-        for name, rows in zip((SET_3D, SET_2D), _rows(cfg, stage), strict=True)
-        if rows
-    }
+    # Ray 2.60 raises KeyError for a dataset the trainer was not given: ask only for those drawn.
+    needed = datasets_drawn(cfg)
     for name in (SET_3D, SET_2D):
         shard = ray.train.get_dataset_shard(name) if name in needed else None
         if shard is None:

@@ -11,27 +11,19 @@ from typing import Any
 from pose3d.data.augment import INPUT_COLUMNS, AugmentParams, BatchPreprocessor
 from pose3d.train import schedule
 from pose3d.train.config import Config, ConfigError
-from pose3d.train.loop import SET_2D, SET_3D, _rows, train_loop_per_worker
+from pose3d.train.loop import SET_2D, SET_3D, datasets_drawn, train_loop_per_worker
 
 log = logging.getLogger("pose3d.train")
 
 
 def needed_datasets(cfg: Config) -> dict[str, str]:
     """Dataset name -> shard path, for the sets some stage draws rows from."""
-    need: dict[str, str] = {}
-    for stage, st in enumerate(cfg.train.stages, start=1):
-        if st.steps == 0:
-            continue
-        n3d, n2d = _rows(cfg, stage)
-        if n3d:
-            need[SET_3D] = cfg.data.set_3d
-        if n2d:
-            need[SET_2D] = cfg.data.set_2d
-    for name, path in need.items():
+    paths = {SET_3D: ("data.set_3d", cfg.data.set_3d), SET_2D: ("data.set_2d", cfg.data.set_2d)}
+    for name in datasets_drawn(cfg):
+        key, path = paths[name]
         if not path:
-            key = "data.set_3d" if name == SET_3D else "data.set_2d"
             raise ConfigError(f"{key} is empty but the configured stages draw rows from it")
-    return need
+    return {name: paths[name][1] for name in sorted(datasets_drawn(cfg))}
 
 
 def storage_uri(path: str) -> str:
