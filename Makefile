@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 export RAY_DATA_DISABLE_PROGRESS_BARS ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
+# torch on 2 shared cores: spinning OpenMP threads slow everything ~10x when Ray workers are busy.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test test-fast lint demo bench clean
 

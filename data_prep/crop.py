@@ -34,7 +34,6 @@ class CropConfig:
     """How rows are cut and encoded. Part of the output's identity: a re-run must use the same."""
 
     crop_size: int = schema.DEFAULT_CROP_SIZE
-    margin: float = schema.CROP_MARGIN
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
@@ -42,8 +41,6 @@ class CropConfig:
             raise ValueError(f"crop_size must be at least 8 px, got {self.crop_size}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
-        if not self.margin >= 1.0:
-            raise ValueError(f"margin must be >= 1, got {self.margin}")
 
 
 def reason_category(reason: str) -> str:
@@ -162,7 +159,7 @@ def make_row(sample: PersonSample, task: SourceTask, config: CropConfig) -> dict
     """The shard row (column -> value; fixed-size columns as arrays of their row shape) of one valid
     sample, or the quarantine reason (str).
 
-    Crop: the square of side ``box_size * margin`` around ``center`` becomes ``crop_size`` px.
+    Crop: the square of side ``box_size * schema.CROP_MARGIN`` around ``center`` becomes ``crop_size`` px.
     joints_2d are mapped into the crop; ``visible`` becomes "annotated and inside the source
     image"; a non-visible joint without coordinates gets (0, 0) so downstream maths stays finite.
     """
@@ -171,9 +168,9 @@ def make_row(sample: PersonSample, task: SourceTask, config: CropConfig) -> dict
         return reason
     h, w = sample.image.shape[:2]
     affine = geometry.crop_affine(
-        np.asarray(sample.center, np.float64), sample.box_size * config.margin, config.crop_size
+        np.asarray(sample.center, np.float64), sample.box_size * schema.CROP_MARGIN, config.crop_size
     )
-    scale = config.crop_size / (sample.box_size * config.margin)  # crop px per source px
+    scale = config.crop_size / (sample.box_size * schema.CROP_MARGIN)  # crop px per source px
     joints_src = np.asarray(sample.joints_2d, np.float64)
     finite = np.all(np.isfinite(joints_src), axis=-1)
     visible = np.asarray(sample.visible, bool) & _inside(joints_src, w, h)

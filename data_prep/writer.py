@@ -85,7 +85,6 @@ class WriterConfig:
     """Crop/encode parameters and the shard size. Output-defining: stored in ``_prep.json``."""
 
     crop_size: int = schema.DEFAULT_CROP_SIZE
-    margin: float = schema.CROP_MARGIN
     jpeg_quality: int = 90
     shard_rows: int = 1000
 
@@ -95,7 +94,7 @@ class WriterConfig:
             raise ValueError(f"shard_rows must be positive, got {self.shard_rows}")
 
     def crop_config(self) -> crop.CropConfig:
-        return crop.CropConfig(self.crop_size, self.margin, self.jpeg_quality)
+        return crop.CropConfig(self.crop_size, self.jpeg_quality)
 
 
 @dataclass

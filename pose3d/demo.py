@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from pose3d.cli import UserError
+from pose3d.data.schema import CROP_MARGIN
 
 #: Shard folders of the synthetic sets, relative to the shard root (``pose3d prep synthetic``).
 LAB_TRAIN, LAB_TEST = "synthetic_lab/train", "synthetic_lab/test"
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     init_ray(num_cpus=args.num_cpus)
     print(f"== 1/3 synthetic data -> {shards}", flush=True)
-    prepare(str(shards), size=args.size)
+    # Crops stored at the network's resolution (person box = input size): nothing decoded is wasted.
+    prepare(str(shards), size=args.size, crop_size=round(cfg.model.input_size * CROP_MARGIN))
     timings["data"] = time.perf_counter() - t0
 
     print(

@@ -357,7 +357,7 @@ def prepare(
     ``out/synthetic_wild_test`` (test).
 
     ``size``: "tiny", "small" or "medium" (``SIZES``); ``writer_opts``: ``data_prep.writer.
-    WriterConfig`` fields (crop_size, margin, jpeg_quality, shard_rows). Returns {"generate": the
+    WriterConfig`` fields (crop_size, jpeg_quality, shard_rows). Returns {"generate": the
     generation info, "prep": the writer's PrepResult}.
     """
     if size not in SIZES:

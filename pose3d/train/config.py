@@ -58,6 +58,9 @@ class DataSection:
     batch_size: int = 6  # global batch (all workers together)
     shuffle_buffer: int = 256  # rows; well above the batch (Ray issue 66085)
     preprocess_actors: int = 2  # max CPU actors per dataset for decode + augment
+    # Each streaming pass restarts Ray Data's execution (new actors: seconds of stall); a small
+    # dataset can chain this many shuffled epochs into one pass.
+    epochs_per_pass: int = 1
     val_rows: int = 256  # validation rows scored each time (0 = all)
     augment: AugmentSection = field(default_factory=AugmentSection)
 
@@ -155,6 +158,8 @@ class Config:
             raise ConfigError(f"data.stage1_data must be 2d, 3d or both, got {self.data.stage1_data!r}")
         if self.optim.name not in ("rmsprop", "adam"):
             raise ConfigError(f"optim.name must be rmsprop or adam, got {self.optim.name!r}")
+        if self.data.epochs_per_pass < 1:
+            raise ConfigError(f"data.epochs_per_pass must be >= 1, got {self.data.epochs_per_pass}")
         if self.loss.geo_rows not in ("2d", "all"):
             raise ConfigError(f"loss.geo_rows must be '2d' or 'all', got {self.loss.geo_rows!r}")
         n = self.scaling.num_workers

@@ -41,7 +41,11 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     params = AugmentParams(aug.scale, aug.rotation_deg, aug.rotation_prob, aug.flip, aug.color_jitter)
     out = {}
     for name, path in needed_datasets(cfg).items():
-        ds = read_shards(path, columns=list(INPUT_COLUMNS))
+        # File order reshuffled at every read (each pass, each chained epoch); rows further mixed
+        # by the workers' local shuffle buffer.
+        ds = read_shards(path, columns=list(INPUT_COLUMNS), shuffle_files=True)
+        if cfg.data.epochs_per_pass > 1:
+            ds = ds.union(*[ds] * (cfg.data.epochs_per_pass - 1))
         out[name] = ds.map_batches(
             BatchPreprocessor,
             fn_constructor_kwargs={
