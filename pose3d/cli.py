@@ -13,6 +13,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pose3d.demo",
     "pose3d.train.cli",
     "pose3d.submit",
+    "pose3d.eval_cli",
+    "tune.cli",
     "pose3d.bench",
 )
 

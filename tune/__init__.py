@@ -1,0 +1,2 @@
+"""Hyperparameter search and the paper's ablation on Ray Tune (``pose3d tune``, ``pose3d best``):
+``space`` (search-space YAML), ``driver`` (trials, Tuner, resume), ``best``, ``ablation``, ``cli``."""

@@ -1,0 +1,406 @@
+"""Search spaces, trial configs, concurrency, the Train -> Tune report filter, and the tables of
+``pose3d best`` and the ablation: no Ray cluster, no training."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from pose3d.train.config import load_config
+from tune import ablation
+from tune.space import (
+    SpaceError,
+    apply_overrides,
+    check_space,
+    load_space,
+    packaged_spaces,
+    parse_space,
+    step_range,
+    trial_base,
+)
+
+
+def _space(params, **extra):
+    return parse_space({"params": params, **extra}, "test.yaml")
+
+
+LR = {"distribution": "loguniform", "low": 1e-4, "high": 1e-3, "keys": ["train.stages.2.lr"]}
+
+
+# --- the packaged spaces ------------------------------------------------------------------------
+
+
+def test_packaged_spaces_fit_their_configs_and_map_the_paper_values():
+    assert {"paper_search", "demo_search"} <= set(packaged_spaces())
+    paper = load_space("paper")
+    check_space(paper, load_config("paper"))
+    over = paper.overrides(paper.start_points[0])
+    # The paper's values: λ_reg 0.1 in stages 2 and 3, λ_geo 0.01, lr 2.5e-4 then a tenth,
+    # 200k + 40k steps, the stage-2 lr drop at 25/30 of 200k = 166,666.7 -> 166,667.
+    assert over["train.stages.2.reg"] == over["train.stages.3.reg"] == 0.1
+    assert over["train.stages.3.geo"] == 0.01
+    assert over["train.stages.2.lr"] == pytest.approx(2.5e-4)
+    assert over["train.stages.3.lr"] == pytest.approx(2.5e-5)
+    assert over["train.stages.2.steps"] == 200000 and over["train.stages.3.steps"] == 40000
+    assert over["train.stages.2.lr_drop_step"] == 166667 and isinstance(
+        over["train.stages.2.lr_drop_step"], int
+    )
+    # ASHA's time axis spans 100k + 20k .. 200k + 60k steps.
+    assert step_range(paper, trial_base(load_config("paper"), paper)) == (120000, 260000)
+
+    demo = load_space("demo_search")
+    base = load_config("demo")
+    check_space(demo, base)
+    # Both stage lengths are searched: 300 + 100 .. 600 + 300 steps, whatever the config says.
+    assert step_range(demo, trial_base(base, demo)) == (400, 900)
+    tree = trial_base(base, demo)
+    assert tree["train"]["val_every"] == 100 and tree["train"]["checkpoint_every"] == 100
+    assert demo.overrides(demo.start_points[0])["train.stages.2.lr_drop_step"] == 450
+
+
+def test_domains_are_tune_domains_and_randint_includes_high():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    space = _space({
+        "lr": LR,
+        "steps": {"distribution": "randint", "low": 1, "high": 3, "keys": ["train.stages.3.steps"]},
+        "rows": {"distribution": "choice", "values": ["2d", "all"], "keys": ["loss.geo_rows"]},
+        "geo": {"distribution": "quniform", "low": 0.0, "high": 0.1, "q": 0.05,
+                "keys": ["train.stages.3.geo"]},
+    })  # fmt: skip
+    domains = space.param_space()
+    assert isinstance(domains["lr"], Float) and isinstance(domains["steps"], Integer)
+    assert isinstance(domains["rows"], Categorical) and isinstance(domains["geo"], Float)
+    samples = {domains["steps"].sample() for _ in range(300)}
+    assert samples == {1, 2, 3}
+    lrs = [domains["lr"].sample() for _ in range(200)]
+    assert all(1e-4 <= v <= 1e-3 for v in lrs)
+    geos = {round(domains["geo"].sample(), 6) for _ in range(200)}
+    assert geos <= {0.0, 0.05, 0.1}
+
+
+def test_multipliers_round_integer_fields_and_apply_by_stage_number():
+    space = _space({
+        "s2": {"distribution": "qrandint", "low": 10, "high": 30, "q": 10,
+               "keys": {"train.stages.2.steps": 1, "train.stages.2.lr_drop_step": 0.25}},
+        "lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-3,
+               "keys": {"train.stages.2.lr": 1, "train.stages.3.lr": 0.5}},
+    })  # fmt: skip
+    over = space.overrides({"s2": 30, "lr": 4e-4})
+    # 30 * 0.25 = 7.5 -> 8 (an integer field); lr halves for stage 3 and stays a float.
+    assert over == {
+        "train.stages.2.steps": 30,
+        "train.stages.2.lr_drop_step": 8,
+        "train.stages.2.lr": pytest.approx(4e-4),
+        "train.stages.3.lr": pytest.approx(2e-4),
+    }
+    cfg = apply_overrides(load_config("demo", ["train.stages.1.steps=150"]).to_dict(), over)
+    assert cfg.train.stages[1].steps == 30 and cfg.train.stages[1].lr_drop_step == 8
+    assert cfg.train.stages[2].lr == pytest.approx(2e-4)
+    assert cfg.train.stages[0].steps == 150  # stage 1 untouched
+
+
+@pytest.mark.parametrize(
+    ("params", "extra", "message"),
+    [
+        ({"lr": {**LR, "distribution": "gaussian"}}, {}, "params.lr: distribution must be one of"),
+        ({"lr": {**LR, "low": 1e-3, "high": 1e-4}}, {}, "params.lr: low (0.001) must be below high"),
+        ({"lr": {**LR, "low": 0.0}}, {}, "loguniform needs low > 0"),
+        (
+            {"lr": {**LR, "keys": ["train.stages.2.learning_rate"]}},
+            {},
+            "unknown key train.stages.2.learning_rate",
+        ),
+        ({"lr": {**LR, "keys": ["train.stages.4.lr"]}}, {}, "needs a stage number 1..3"),
+        ({"lr": {**LR, "keys": ["train.stages.1.lr"]}}, {}, "train.stages.1.lr is not searchable"),
+        ({"lr": {**LR, "keys": ["run.name"]}}, {}, "run.name is not searchable"),
+        ({"lr": {**LR, "keys": ["data.set_3d"]}}, {}, "data.set_3d is not searchable"),
+        ({"lr": {**LR, "keys": ["model.num_features"]}}, {}, "model.num_features is not searchable"),
+        ({"lr": {**LR, "keys": []}}, {}, "keys must be a non-empty list"),
+        ({"lr": {**LR, "keys": ["train.stages"]}}, {}, "needs a stage number"),
+        ({"lr": {**LR, "distribution": "qrandint", "low": 1, "high": 5}}, {}, "qrandint needs q"),
+        ({"lr": {**LR, "q": 0.1}}, {}, "q belongs to the q* distributions"),
+        ({"lr": {**LR, "bound": 1}}, {}, "unknown field 'bound'"),
+        ({"a": LR, "b": LR}, {}, "train.stages.2.lr is set by both 'a' and 'b'"),
+        ({"lr": LR}, {"start_points": [{"lr": 1e-4, "x": 1}]}, "start_points.1 must give exactly the params"),
+        ({"lr": LR}, {"asha": {"grace_steps": 0}}, "asha.grace_steps must be an integer >= 1"),
+        ({"lr": LR}, {"asha": {"reduction_factor": 1}}, "asha.reduction_factor must be an integer >= 2"),
+        ({"lr": LR}, {"trial_overrides": ["train.stages.2.lr=1e-3"]}, "which 'lr' searches"),
+        ({"lr": LR}, {"trial_overrides": ["train.val_every"]}, "expected KEY=VALUE"),
+        ({"lr": LR}, {"sampler": "tpe"}, "unknown field 'sampler'"),
+    ],
+)
+def test_bad_spaces_are_named(params, extra, message):
+    with pytest.raises(SpaceError, match=re.escape(message)) as err:
+        _space(params, **extra)
+    assert str(err.value).startswith("test.yaml")
+
+
+def test_values_that_make_an_invalid_config_are_caught_before_running():
+    base = load_config("demo")  # batch 16, one worker
+    ratio = _space({"ratio": {"distribution": "choice", "values": [0.5, 1.0], "keys": ["data.ratio_2d"]}})
+    with pytest.raises(SpaceError, match=r"params\.ratio = 1\.0 gives an invalid config: .*data\.ratio_2d"):
+        check_space(ratio, base)
+    steps = _space({"s": {"distribution": "randint", "low": -2, "high": 5, "keys": ["train.stages.3.steps"]}})
+    with pytest.raises(SpaceError, match=r"params\.s = -2\.0 gives an invalid config"):
+        check_space(steps, base)
+    missing = _space({"lr": LR})
+    with pytest.raises(SpaceError, match="no such file, and not a packaged space"):
+        load_space("no-such-space")
+    check_space(missing, base)
+
+
+# --- trials -------------------------------------------------------------------------------------
+
+
+def _plan(tmp_path, space=None, variants=None):
+    from tune.driver import Plan
+
+    base = load_config("demo", [
+        "data.val_3d=/v", "train.val_every=2", "train.stages.2.steps=250", "train.stages.3.steps=100",
+        "train.stages.3.lr=2.5e-4", "data.batch_size=16", "train.stages.3.geo=0.01", "scaling.num_workers=1",
+    ]).to_dict()  # fmt: skip
+    return Plan(
+        kind="ablation" if variants else "search", name="exp", storage=str(tmp_path), base=base, samples=4,
+        space=space.raw if space else None, variants=variants, init_checkpoint="/ckpt/stage1",
+    )  # fmt: skip
+
+
+def test_a_trial_runs_stages_2_and_3_from_the_stage1_checkpoint_under_the_experiment(tmp_path):
+    from tune.driver import trial_config, trial_setup
+
+    space = _space({"lr": LR, "geo": {**LR, "keys": ["train.stages.3.geo"]}})
+    plan = _plan(tmp_path, space=space)
+    cfg = trial_config({"lr": 5e-4, "geo": 2e-4}, trial_setup(plan), "abc123")
+    assert [st.steps for st in cfg.train.stages] == [0, 250, 100]
+    assert cfg.train.init_from == "/ckpt/stage1"
+    assert cfg.run.name == "trial-abc123"
+    assert cfg.run.storage_path == str(tmp_path / "exp" / "runs")
+    assert cfg.train.stages[1].lr == pytest.approx(5e-4) and cfg.train.stages[2].geo == pytest.approx(2e-4)
+    assert cfg.train.stages[2].lr == pytest.approx(2.5e-4)  # not searched: the config's
+
+
+def test_ablation_variants_follow_decisions_1(tmp_path):
+    from tune.driver import trial_config, trial_setup
+
+    variants = ablation.variant_overrides(load_config("demo", ["train.stages.3.geo=0.01"]))
+    assert list(variants) == ["3D/wo geo", "3D/w geo", "3D+2D/wo geo", "3D+2D/w geo"]
+    setup = trial_setup(_plan(tmp_path, variants=variants))
+    got = {}
+    for name in variants:
+        cfg = trial_config({"variant": name}, setup, "t")
+        got[name] = (cfg.rows_per_worker(), cfg.train.stages[2].geo, cfg.loss.geo_rows)
+    # Batch 16 on one worker: ratio 0 -> 16 3D rows; ratio 0.5 -> 8 + 8. λ_geo 0.01 from the demo config.
+    assert got == {
+        "3D/wo geo": ((16, 0), 0.0, "2d"),
+        "3D/w geo": ((16, 0), 0.01, "all"),
+        "3D+2D/wo geo": ((8, 8), 0.0, "2d"),
+        "3D+2D/w geo": ((8, 8), 0.01, "2d"),
+    }
+    with pytest.raises(ValueError, match="train.stages.3.geo is 0"):
+        ablation.variant_overrides(load_config("demo", ["train.stages.3.geo=0"]))
+
+
+def test_concurrency_from_gpus_and_cpus():
+    from tune.driver import derive_concurrency
+
+    demo = load_config(
+        "demo",
+        [
+            "scaling.num_workers=1",
+            "scaling.cpus_per_worker=1",
+            "data.preprocess_actors=1",
+            "data.epochs_per_pass=1",
+        ],
+    ).to_dict()  # 1 worker x 1 CPU, 1 preprocessing actor per dataset, one read per pass
+    # Per trial: 1 (Tune) + 1 (worker) + 2 datasets x (1 actor + 1 read) = 6 CPUs.
+    assert derive_concurrency(demo, {"CPU": 8}, datasets=2) == 1
+    assert derive_concurrency(demo, {"CPU": 12}, datasets=2) == 2
+    assert derive_concurrency(demo, {"CPU": 12}, datasets=1) == 3  # 1 + 1 + 2 = 4 per trial
+    assert derive_concurrency(demo, {"CPU": 2}, datasets=2) == 1  # never below one
+    paper = load_config("paper").to_dict()  # 1 GPU worker with 4 CPUs, 4 actors per dataset
+    # Per trial: 1 GPU; 1 + 4 + 2 x (4 + 1) = 15 CPUs.
+    assert derive_concurrency(paper, {"CPU": 64, "GPU": 8}, datasets=2) == 4
+    assert derive_concurrency(paper, {"CPU": 160, "GPU": 8}, datasets=2) == 8
+    # Four epochs chained into one pass: four reads per dataset, 1 + 1 + 2 x (1 + 4) = 12 CPUs a trial.
+    chained = {**demo, "data": {**demo["data"], "epochs_per_pass": 4}}
+    assert derive_concurrency(chained, {"CPU": 24}, datasets=2) == 2
+
+
+class _Queue:
+    def __init__(self):
+        self.items = []
+
+    def put(self, item):
+        self.items.append(item)
+
+
+def test_only_validated_reports_reach_tune_and_nan_ranks_last():
+    from tune.driver import DIVERGED_MPJPE, ValidatedReportCallback
+
+    cb = ValidatedReportCallback.__new__(ValidatedReportCallback)  # its __init__ needs a Tune session
+    cb._training_actor_item_queue = _Queue()
+
+    class _Ckpt:
+        path = "/runs/trial-x/checkpoint_1"
+
+    cb.after_report(None, [{"global_step": 3, "loss_total": 1.0}], None)
+    cb.after_report(None, [{"global_step": 4, "val_mpjpe": 120.0}], _Ckpt())
+    cb.after_report(None, [{"global_step": 6, "val_mpjpe": math.nan}], None)
+    items = cb._training_actor_item_queue.items
+    assert [i["global_step"] for i in items] == [4, 6]
+    assert items[0]["checkpoint_path"] == "/runs/trial-x/checkpoint_1"
+    assert items[1]["val_mpjpe"] == DIVERGED_MPJPE and items[1]["diverged"] is True
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+def test_best_table_ranks_and_marks_trials_stopped_by_asha():
+    from tune.best import TrialSummary, format_table
+
+    done = TrialSummary("aaa", "TERMINATED", {"lr": 0.001}, 8, 8, "/r/a", "/r/a/ck", {"val_mpjpe": 101.26})
+    stopped = TrialSummary("bbb", "TERMINATED", {"lr": 2e-6}, 2, 8, "/r/b", "/r/b/ck", {"val_mpjpe": 150.0})
+    pending = TrialSummary("ccc", "PENDING", {"lr": 3e-5}, 0, 8, "/r/c")
+    assert not done.stopped_early and stopped.stopped_early and not pending.stopped_early
+    assert pending.score == math.inf and done.score == pytest.approx(101.26)
+    lines = format_table([done, stopped, pending]).splitlines()
+    assert lines[0].startswith("| rank | trial | state | steps | val MPJPE (mm)")
+    assert lines[2] == "| 1 | aaa | completed | 8/8 | 101.3 | - | - | lr=0.001 | /r/a/ck |"
+    assert lines[3] == "| 2 | bbb | stopped (ASHA) | 2/8 | 150.0 | - | - | lr=2e-06 | /r/b/ck |"
+    assert lines[4] == "| 3 | ccc | pending | 0/8 | - | - | - | lr=3e-05 | - |"
+
+
+def _rows():
+    def row(lab, pck2d, pck3d, auc, mpjpe):
+        return {"lab_mpjpe": lab, "wild_pck2d": pck2d, "wild_test_pck3d": pck3d, "wild_test_auc3d": auc,
+                "wild_test_mpjpe": mpjpe}  # fmt: skip
+
+    # Given out of the paper's order on purpose.
+    return {
+        "3D+2D/w geo": row(60.0, 0.9, 0.70, 0.33, 120.0),
+        "3D/wo geo": row(80.0, 0.5, 0.30, 0.18, 180.0),
+        "3D+2D/wo geo": row(61.0, 0.88, 0.65, 0.32, 118.5),
+        "3D/w geo": row(79.0, math.nan, 0.35, 0.20, 170.0),
+        ablation.BASELINE_ROW: row(150.0, math.nan, 0.10, 0.05, 250.0),
+    }
+
+
+def test_ablation_table_has_the_papers_layout():
+    md = ablation.to_markdown(_rows(), notes=["a note"])
+    lines = md.splitlines()
+    assert lines[2] == (
+        "| Method | Lab MPJPE (mm) | Wild 2D PCK (%) | Wild-test 3DPCK (%) | Wild-test AUC (%) "
+        "| Wild-test MPJPE (mm) |"
+    )
+    body = lines[4:9]
+    assert [line.split(" | ")[0] for line in body] == [
+        "| 3D/wo geo", "| 3D/w geo", "| 3D+2D/wo geo", "| 3D+2D/w geo", f"| {ablation.BASELINE_ROW}"
+    ]  # fmt: skip
+    assert body[0] == "| 3D/wo geo | 80.0 | 50.0 | 30.0 | 18.0 | 180.0 |"
+    assert body[1] == "| 3D/w geo | 79.0 | - | 35.0 | 20.0 | 170.0 |"
+    # Winners on the wild test set: 3DPCK 70.0 vs 65.0 -> 5.0 points; MPJPE 118.5 vs 120.0 -> 1.5 mm.
+    assert "- Best on Wild-test 3DPCK: **3D+2D/w geo** (70.0, 5.0 points ahead of 3D+2D/wo geo)." in lines
+    assert "- Best on Wild-test MPJPE: **3D+2D/wo geo** (118.5, 1.5 mm ahead of 3D+2D/w geo)." in lines
+    assert "| 3D+2D/w geo | 64.90 | 91.62 | 69.20 | 32.50 | - |" in lines  # the paper's own row
+    assert lines[-1] == "- a note"
+
+
+def test_ablation_winner_ignores_the_baseline_and_scores_rows_from_evaluations():
+    rows = _rows()
+    rows[ablation.BASELINE_ROW]["wild_test_pck3d"] = 0.99
+    w = ablation.winner(rows, "wild_test_pck3d")
+    assert w["variant"] == "3D+2D/w geo" and w["margin"] == pytest.approx(0.05)
+    evals = {
+        "lab_test": {"model": {"mpjpe": 70.0, "pck2d": 0.8}},
+        "wild_2d": {"model": {"mpjpe": math.nan, "pck2d": 0.75}},
+        "wild_test": {"model": {"mpjpe": 130.0, "pck3d": 0.6, "auc3d": 0.3}},
+    }
+    assert ablation.scores_row(evals) == {
+        "lab_mpjpe": 70.0, "wild_pck2d": 0.75, "wild_test_pck3d": 0.6, "wild_test_auc3d": 0.3,
+        "wild_test_mpjpe": 130.0,
+    }  # fmt: skip
+    no_wild = ablation.scores_row({"lab_test": evals["lab_test"], "wild_2d": None, "wild_test": None})
+    assert math.isnan(no_wild["wild_test_pck3d"]) and no_wild["lab_mpjpe"] == 70.0
+
+
+def test_ablation_report_files(tmp_path):
+    import json
+
+    md, js = ablation.write_report(str(tmp_path), {"rows": _rows(), "variants": {}}, ["n"])
+    data = json.loads(open(js).read())
+    assert data["rows"]["3D/w geo"]["wild_pck2d"] is None  # NaN -> null
+    assert data["winner_wild_test_pck3d"]["variant"] == "3D+2D/w geo"
+    assert open(md).read().startswith("## Ablation")
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
+    from pose3d.cli import main
+
+    assert main(["tune", "--preset", "ablation", "--search", "demo"]) == 2
+    assert "drop --search and --samples" in capsys.readouterr().err
+    assert main(["tune", "--config", "demo"]) == 2
+    assert "give --search SPACE" in capsys.readouterr().err
+    assert main(["tune", "--search", "demo", "data.val_3d=''"]) == 2
+    assert "data.val_3d is empty" in capsys.readouterr().err
+    assert main(["best", str(tmp_path / "nothing")]) == 2
+    assert "not a pose3d search" in capsys.readouterr().err
+    assert main(["tune", "--resume", "--storage", str(tmp_path), "--name", "x"]) == 2
+    assert "not a pose3d search" in capsys.readouterr().err
+
+
+class _Storage:
+    def __init__(self, folder):
+        import pyarrow.fs as pafs
+
+        self.storage_filesystem = pafs.LocalFileSystem()
+        self.trial_fs_path = str(folder)
+        self.trial_dir_name = folder.name
+
+
+class _Trial:
+    def __init__(self, trial_id, folder, results=()):
+        import json
+
+        folder.mkdir(parents=True, exist_ok=True)
+        if results:
+            lines = [json.dumps({"global_step": s, "val_mpjpe": m}) for s, m in results]
+            (folder / "result.json").write_text("\n".join(lines) + "\n")
+        self.trial_id, self.storage = trial_id, _Storage(folder)
+
+
+def test_asha_rungs_are_rebuilt_from_reported_results_on_resume(tmp_path):
+    from ray.tune.schedulers import TrialScheduler
+
+    from tune.driver import ResumableASHA
+
+    def scheduler():
+        return ResumableASHA(
+            time_attr="global_step", metric="val_mpjpe", mode="min", max_t=8, grace_period=2,
+            reduction_factor=2, stop_last_trials=False,
+        )  # fmt: skip
+
+    # Two trials finished before an interruption, at 530 and 540 mm at step 2 (the first rung).
+    done = [
+        _Trial("a", tmp_path / "a", [(2, 530.0), (4, 500.0), (8, 480.0)]),
+        _Trial("b", tmp_path / "b", [(2, 540.0), (4, 520.0), (8, 510.0)]),
+    ]
+    asha = scheduler()
+    for t in done:
+        asha.on_trial_add(None, t)
+    new, good = _Trial("c", tmp_path / "c"), _Trial("d", tmp_path / "d")
+    new.storage.trial_dir_name = None  # a trial Tune has just created has no folder yet
+    asha.on_trial_add(None, new)
+    asha.on_trial_add(None, good)
+    # The rung's cutoff is the median of 530 and 540 = 535 mm: 593 stops, 520 goes on.
+    assert asha.on_trial_result(None, new, {"global_step": 2, "val_mpjpe": 593.0}) == TrialScheduler.STOP
+    assert asha.on_trial_result(None, good, {"global_step": 2, "val_mpjpe": 520.0}) == TrialScheduler.CONTINUE
+    # With empty rungs (what plain ASHA has after a restore) the first trial at a rung always goes on.
+    fresh = scheduler()
+    fresh.on_trial_add(None, new)
+    assert fresh.on_trial_result(None, new, {"global_step": 2, "val_mpjpe": 593.0}) == TrialScheduler.CONTINUE

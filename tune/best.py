@@ -1,0 +1,164 @@
+"""``pose3d best``: a search's trials ranked by their best checkpoint's validation MPJPE, with
+their knobs, metrics and checkpoint paths; ``--export`` copies the top ones with their config
+and metrics.
+
+A trial's best checkpoint is the one its Train run scored best (``checkpoint_score`` is the
+validation MPJPE from stage 2 on, DECISIONS 12); trials rank by that checkpoint's MPJPE, so the
+rank is that of a model one can actually load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+from pose3d.train import schedule
+from tune import storage
+from tune.driver import METRIC, RUNS_DIR, SearchError, load_plan, trial_config, trial_setup
+
+#: Metrics shown and exported for each trial's best checkpoint.
+SHOWN = ("val_mpjpe", "val_pa_mpjpe", "val_pck2d", "global_step")
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    status: str  # Tune's: TERMINATED (completed or stopped by ASHA), RUNNING, PENDING, ERROR
+    params: dict[str, Any]  # the sampled knobs (or the ablation variant)
+    steps_done: int  # the last validated step Tune saw
+    steps_planned: int  # stages 2 + 3 of this trial's config
+    run_path: str  # the trial's Train run
+    best_checkpoint: str | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)  # the trial's whole training config
+
+    @property
+    def stopped_early(self) -> bool:
+        """Stopped by ASHA: finished with fewer steps than it planned."""
+        return self.status == "TERMINATED" and self.steps_done < self.steps_planned
+
+    @property
+    def score(self) -> float:
+        value = self.best_metrics.get(METRIC)
+        return float(value) if value is not None and math.isfinite(value) else math.inf
+
+    def state(self) -> str:
+        if self.stopped_early:
+            return "stopped (ASHA)"
+        return {"TERMINATED": "completed"}.get(self.status, self.status.lower())
+
+
+def best_checkpoint(run_path: str) -> tuple[str | None, dict[str, float]]:
+    """The checkpoint of a Train run with the lowest validation MPJPE, and its reported metrics."""
+    from ray.train import Result
+
+    if not storage.exists(run_path):
+        return None, {}
+    try:
+        result = Result.from_path(run_path)
+    except RuntimeError:  # the run never reported a checkpoint
+        return None, {}
+    scored = [(m[METRIC], c, m) for c, m in result.best_checkpoints if math.isfinite(m.get(METRIC, math.nan))]
+    if not scored:
+        return None, {}
+    _, checkpoint, metrics = min(scored, key=lambda t: t[0])
+    return checkpoint.path, {k: float(metrics[k]) for k in SHOWN if k in metrics}
+
+
+def collect(experiment: str) -> list[TrialSummary]:
+    """Every trial of a search at ``experiment`` (STORAGE/NAME), best first."""
+    from ray.tune import ExperimentAnalysis
+
+    experiment = storage.absolute(experiment)
+    try:
+        setup = trial_setup(load_plan(experiment))
+    except SearchError as err:
+        raise FileNotFoundError(str(err)) from None
+    try:
+        analysis = ExperimentAnalysis(experiment)
+    except (ValueError, FileNotFoundError) as err:
+        raise FileNotFoundError(f"{experiment}: no Tune experiment here yet ({err})") from None
+    out = []
+    for trial in analysis.trials:
+        config = dict(trial.config)
+        cfg = trial_config(config, setup, trial.trial_id)
+        run_path = storage.join(experiment, RUNS_DIR, cfg.run.name)  # where the experiment is now
+        last = trial.last_result or {}
+        ckpt, metrics = best_checkpoint(run_path)
+        out.append(
+            TrialSummary(
+                trial_id=trial.trial_id,
+                status=str(trial.status),
+                params=config,
+                steps_done=int(last.get("global_step", 0)),
+                steps_planned=schedule.total_steps(cfg),
+                run_path=run_path,
+                best_checkpoint=ckpt,
+                best_metrics=metrics,
+                config=cfg.to_dict(),
+            )
+        )
+    out.sort(key=lambda t: (t.score, t.trial_id))
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(trials: list[TrialSummary]) -> str:
+    """A Markdown table of the trials, in the order given."""
+    lines = [
+        "| rank | trial | state | steps | val MPJPE (mm) | val PA-MPJPE (mm) | val PCK2D | knobs "
+        "| best checkpoint |",
+        "|---:|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for rank, t in enumerate(trials, start=1):
+        m = t.best_metrics
+        cells = [
+            str(rank),
+            t.trial_id,
+            t.state(),
+            f"{t.steps_done}/{t.steps_planned}",
+            *(f"{m[k]:.1f}" if k in m else "-" for k in ("val_mpjpe", "val_pa_mpjpe")),
+            f"{m['val_pck2d']:.3f}" if "val_pck2d" in m else "-",
+            ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()),
+            t.best_checkpoint or "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_dict(t: TrialSummary, rank: int) -> dict[str, Any]:
+    d = asdict(t)
+    d.pop("config")
+    d.update(rank=rank, state=t.state(), stopped_early=t.stopped_early)
+    return d
+
+
+def export(trials: list[TrialSummary], dest: str) -> list[str]:
+    """Copy each trial's best checkpoint to DEST/rank<k>-trial-<id>/checkpoint, with its whole
+    training config (config.yaml), knobs and metrics (metrics.json); a summary beside them."""
+    folders = []
+    for rank, t in enumerate(trials, start=1):
+        if t.best_checkpoint is None:
+            continue
+        folder = storage.join(dest, f"rank{rank}-trial-{t.trial_id}")
+        storage.copy_dir(t.best_checkpoint, storage.join(folder, "checkpoint"))
+        storage.write_text(storage.join(folder, "config.yaml"), yaml.safe_dump(t.config, sort_keys=False))
+        storage.write_text(
+            storage.join(folder, "metrics.json"), json.dumps(summary_dict(t, rank), indent=2) + "\n"
+        )
+        folders.append(folder)
+    storage.write_text(
+        storage.join(dest, "best.json"),
+        json.dumps([summary_dict(t, r) for r, t in enumerate(trials, start=1)], indent=2) + "\n",
+    )
+    storage.write_text(storage.join(dest, "best.md"), format_table(trials) + "\n")
+    return folders

@@ -1,0 +1,259 @@
+"""``pose3d tune`` (a search, or the paper's ablation preset) and ``pose3d best``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from typing import Any
+
+from pose3d.cli import UserError
+
+TUNE_EPILOG = """\
+Every trial trains stages 2 and 3 from one stage-1 checkpoint: the search trains it first (stage 1
+of the config), or takes --init CKPT. Trials are full Ray Train runs; Optuna's TPE proposes, ASHA
+stops trials early on validation MPJPE (data.val_3d). Packaged search spaces: paper, demo.
+
+  pose3d tune --config paper --search paper --samples 64 --storage s3://bucket/runs --name s1
+  pose3d tune --config demo --search demo --samples 8 data.val_rows=64
+  pose3d tune --resume --storage s3://bucket/runs --name s1        # after an interruption
+  pose3d tune --preset ablation --config demo --wild-test shards/synthetic_wild_test/test
+
+The ablation preset trains the paper's four variants (3D/wo geo, 3D/w geo, 3D+2D/wo geo,
+3D+2D/w geo), scores each one's best checkpoint on the lab test set (--lab-test, default
+data.val_3d), the wild 2D set (--wild-2d, default data.val_2d) and the wild test set (--wild-test),
+and writes ablation.md and ablation.json into the experiment folder STORAGE/NAME."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "tune",
+        help="search stages 2-3 hyperparameters with Ray Tune (Optuna + ASHA), or run the ablation",
+        description="Search the paper's knobs (lambda_reg, lambda_geo, stage lengths, lr) with Ray Tune: "
+        "each trial a full Ray Train run from one stage-1 checkpoint.",
+        epilog=TUNE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", default="demo", help="training config: a YAML path or packaged name (default demo)"
+    )
+    p.add_argument("--search", help="search-space YAML: a path or packaged name (paper, demo)")
+    p.add_argument("--samples", type=int, help="trials to run (default 8)")
+    p.add_argument("--preset", choices=["ablation"], help="run the paper's ablation instead of a search")
+    p.add_argument("--name", help="experiment name (default: search, or ablation)")
+    p.add_argument(
+        "--storage", help="where the experiment folder goes: local or s3:// (default run.storage_path)"
+    )
+    p.add_argument("--init", metavar="CKPT", help="a stage-1 checkpoint to start every trial from")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment STORAGE/NAME")
+    p.add_argument(
+        "--concurrency", type=int, help="trials at once (default: from the cluster's GPUs or CPUs)"
+    )
+    p.add_argument("--lab-test", help="ablation: lab test shards (default data.val_3d)")
+    p.add_argument("--wild-2d", help="ablation: wild 2D shards for 2D PCK (default data.val_2d)")
+    p.add_argument("--wild-test", help="ablation: wild test shards (3DPCK, AUC, MPJPE)")
+    p.add_argument("--eval-rows", type=int, help="ablation: score at most this many rows per set")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray (default: max(8, cores))")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
+    p.set_defaults(handler=run_tune)
+
+    b = subparsers.add_parser(
+        "best",
+        help="the best trials of a search: knobs, metrics, best checkpoints; --export copies them",
+        description="Rank the trials of a search (STORAGE/NAME) by their best checkpoint's validation "
+        "MPJPE and list their knobs, metrics and checkpoint paths.",
+    )
+    b.add_argument("experiment", metavar="EXPERIMENT", help="the search folder STORAGE/NAME (local or s3://)")
+    b.add_argument("--top", type=int, default=5, help="how many trials to list (default 5)")
+    b.add_argument(
+        "--export", metavar="DIR", help="copy the top trials' best checkpoints, configs and metrics"
+    )
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(handler=run_best)
+
+
+# --- pose3d tune -----------------------------------------------------------------------------------
+
+
+def _plan(args: argparse.Namespace) -> Any:
+    from pose3d.train.config import ConfigError, load_config
+    from tune import ablation, driver
+    from tune.space import SpaceError, apply_overrides, check_space, load_space
+
+    try:
+        cfg = load_config(args.config, list(args.overrides))
+    except ConfigError as err:
+        raise UserError(str(err)) from None
+    storage_path = args.storage or cfg.run.storage_path
+    command = "pose3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        if args.preset == "ablation":
+            if args.search or args.samples:
+                raise UserError("--preset ablation runs its four variants: drop --search and --samples")
+            variants = ablation.variant_overrides(cfg)
+            eval_sets = {
+                "lab_test": args.lab_test or cfg.data.val_3d,
+                "wild_2d": args.wild_2d or cfg.data.val_2d,
+                "wild_test": args.wild_test or "",
+            }
+            plan = driver.new_plan(
+                "ablation", cfg, name=args.name or "ablation", storage_path=storage_path, samples=1,
+                variants=variants, init=args.init, eval_sets=eval_sets, eval_rows=args.eval_rows,
+                command=command,
+            )  # fmt: skip
+            for name, over in variants.items():
+                try:
+                    apply_overrides(plan.base, {**over, "train.stages.1.steps": 0})
+                except ConfigError as err:
+                    raise UserError(f"ablation variant {name}: {err}") from None
+            return plan
+        if not args.search:
+            raise UserError("give --search SPACE (a YAML path, or paper / demo), or --preset ablation")
+        space = load_space(args.search)
+        check_space(space, cfg)
+        samples = args.samples or 8
+        if samples < 1:
+            raise UserError(f"--samples must be >= 1, got {samples}")
+        return driver.new_plan(
+            "search", cfg, name=args.name or "search", storage_path=storage_path, samples=samples,
+            space=space, init=args.init, command=command,
+        )  # fmt: skip
+    except (SpaceError, ValueError, driver.SearchError) as err:
+        raise UserError(str(err)) from None
+
+
+def init_ray_for_tune(address: str | None, num_cpus: int | None) -> None:
+    """``pose3d.raylocal.init_ray``, but a local Ray also tells its processes where its dashboard
+    is. Train's placement-group cleaner, which frees the workers of a trial that Tune stopped
+    (ASHA), finds the cluster through the State API; with several Ray instances on one machine
+    its auto-detection fails ("Found multiple active Ray instances"), the trial's placement group
+    leaks and later trials wait forever. RAY_API_SERVER_ADDRESS, inherited by every Ray process
+    started from here, names our own dashboard."""
+    import os
+    import socket
+
+    import ray
+
+    from pose3d.raylocal import MIN_LOCAL_CPUS, init_ray
+
+    if ray.is_initialized() or address or os.environ.get("RAY_ADDRESS"):
+        init_ray(address, num_cpus)
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    cpus = num_cpus or max(MIN_LOCAL_CPUS, os.cpu_count() or 1)
+    logging.getLogger("pose3d").info("starting a local Ray with %d logical CPUs", cpus)
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        log_to_driver=True,
+        configure_logging=False,
+    )
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from tune import driver
+
+    if args.resume:
+        from pose3d.train.config import ConfigError, load_config
+
+        try:
+            storage_path = args.storage or load_config(args.config, list(args.overrides)).run.storage_path
+        except ConfigError as err:
+            raise UserError(str(err)) from None
+        try:
+            plan = driver.load_plan(driver.experiment_of(storage_path, args.name or _default_name(args)))
+        except driver.SearchError as err:
+            raise UserError(str(err)) from None
+    else:
+        plan = _plan(args)
+    init_ray_for_tune(args.address, args.num_cpus)
+    try:
+        outcome = driver.run_plan(plan, resume=args.resume, concurrency=args.concurrency)
+    except driver.SearchError as err:
+        raise UserError(str(err)) from None
+    if outcome.interrupted:
+        print(
+            f"pose3d tune: {plan.experiment} stopped with {outcome.finished + outcome.errored} of "
+            f"{outcome.expected} trials finished. Continue it with:\n"
+            f"  pose3d tune --resume --storage {shlex.quote(plan.storage)} --name {shlex.quote(plan.name)}",
+            file=sys.stderr,
+        )
+        return 130
+    return _after_search(plan, outcome)
+
+
+def _default_name(args: argparse.Namespace) -> str:
+    return "ablation" if args.preset == "ablation" else "search"
+
+
+def _after_search(plan: Any, outcome: Any) -> int:
+    from tune import best
+
+    trials = best.collect(plan.experiment)
+    print(f"experiment: {plan.experiment}  ({outcome.finished} trial(s) finished, {outcome.errored} errored)")
+    print(f"stage-1 checkpoint: {plan.init_checkpoint}")
+    print(f"tensorboard --logdir {plan.experiment}")
+    print(best.format_table(trials[:5]))
+    if plan.kind == "ablation":
+        _ablation_report(plan, trials)
+    return 0 if outcome.errored == 0 else 1
+
+
+def _ablation_report(plan: Any, trials: list[Any]) -> None:
+    from tune import ablation
+
+    checkpoints: dict[str, str] = {}
+    for t in trials:
+        variant = t.params.get("variant")
+        if variant and t.best_checkpoint and variant not in checkpoints:
+            checkpoints[variant] = t.best_checkpoint
+    missing = [v for v in ablation.VARIANTS if v not in checkpoints]
+    notes = [f"{v}: no checkpoint (the trial failed)" for v in missing]
+    notes += [f"{label}: not given" for label, path in plan.eval_sets.items() if not path]
+    sets = {k: v for k, v in plan.eval_sets.items() if v}
+    base_data = plan.base["data"]
+    report = ablation.evaluate_variants(
+        checkpoints, sets, max_rows=plan.eval_rows, baseline_from=base_data["set_3d"] or None
+    )
+    steps = [plan.base["train"]["stages"][i]["steps"] for i in (0, 1, 2)]
+    notes.append(
+        f"stages 2 + 3: {steps[1]} + {steps[2]} steps at batch {base_data['batch_size']} from the stage-1 "
+        f"checkpoint {plan.init_checkpoint}; each variant's checkpoint is its best by validation MPJPE"
+    )
+    notes += [f"{k}: {v}" for k, v in sets.items()]
+    md_path, json_path = ablation.write_report(plan.experiment, report, notes)
+    print(ablation.to_markdown(report["rows"], notes))
+    print(f"written: {md_path}, {json_path}")
+
+
+# --- pose3d best -----------------------------------------------------------------------------------
+
+
+def run_best(args: argparse.Namespace) -> int:
+    from tune import best
+
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, got {args.top}")
+    try:
+        trials = best.collect(args.experiment)
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    top = trials[: args.top]
+    if args.json:
+        print(json.dumps([best.summary_dict(t, r) for r, t in enumerate(top, start=1)], indent=2))
+    else:
+        print(best.format_table(top))
+    if args.export:
+        folders = best.export(top, args.export)
+        print(f"exported {len(folders)} checkpoint(s) to {args.export}", file=sys.stderr)
+    return 0
