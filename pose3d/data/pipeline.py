@@ -169,6 +169,10 @@ def read_shards(
         unknown = sorted(set(columns) - set(schema.COLUMNS))
         if unknown:
             raise ValueError(f"unknown shard columns {unknown}; the schema has {list(schema.COLUMNS)}")
+    # Ray 2.60's V2 Parquet reader starts a pool of 32 footer-reading actors for every read (and
+    # training re-reads every pass): hundreds of processes on a small machine with many small
+    # shards. The V1 reader lists footers in a few tasks; shards here are few and self-describing.
+    ray.data.DataContext.get_current().use_datasource_v2 = False
     return ray.data.read_parquet(
         files,
         columns=list(columns) if columns is not None else None,
