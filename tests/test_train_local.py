@@ -45,7 +45,7 @@ def _config(shards, storage, name, *extra):
         [
             f"data.set_3d={shards['lab']}", f"data.set_2d={shards['wild']}", f"data.val_3d={shards['val']}",
             f"run.storage_path={storage}", f"run.name={name}", "run.keep_checkpoints=20",
-            "model.num_features=16", "data.batch_size=8", "data.val_rows=16",
+            "model.num_features=16", "data.batch_size=8", "data.val_rows=16", "data.stage1_data=2d",
             "train.stages.1.steps=3", "train.stages.2.steps=3", "train.stages.3.steps=3",
             "train.log_every=1", "train.checkpoint_every=3", "train.val_every=3", *extra,
         ],
