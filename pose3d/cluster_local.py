@@ -11,7 +11,7 @@ Used by the cluster tests and by ``python -m cluster.local_cluster``. Each clust
 - its own processes: every ``ray start --block`` is launched in a new session, and Ray's processes
   stay in that session (workers change their process group, not their session). Stopping signals
   the processes of those sessions plus their descendants (a job's driver runs in a session of its
-  own), never anything found by name: no ``ray stop``.
+  own), never anything found by name (no machine-wide stop command).
 
 The state (PIDs, ports, addresses) is saved in ``<dir>/cluster.json`` so another process can stop it.
 """
