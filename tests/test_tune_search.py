@@ -124,7 +124,8 @@ def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys
     overrides = [
         f"data.set_3d={lab}", f"data.set_2d={wild}", f"data.val_3d={val}", "model.num_features=16",
         "data.batch_size=8", "data.val_rows=16", "train.stages.1.steps=2", "train.stages.2.steps=4",
-        "train.stages.3.steps=4", "model.input_size=64", "model.output_size=16", *NO_AUGMENTATION,
+        "train.stages.3.steps=4", "model.input_size=64", "model.output_size=16", "data.preprocess_actors=1",
+        "data.epochs_per_pass=1", *NO_AUGMENTATION,
     ]  # fmt: skip
     common = ["--storage", str(storage), "--name", "s", "--num-cpus", "8"]
 
