@@ -12,7 +12,6 @@ there: below their median, ASHA (reduction factor 2) must stop it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -92,10 +91,13 @@ def _statuses(experiment: Path) -> dict[str, tuple[str, int]]:
     return {t.trial_id: (str(t.status), int((t.last_result or {}).get("global_step", 0))) for t in trials}
 
 
-def _reported(experiment: Path, trial_id: str) -> dict[int, float]:
-    """global step -> validation MPJPE, as the trial reported them to Tune."""
-    lines = (experiment / f"trial-{trial_id}" / "result.json").read_text().splitlines()
-    return {r["global_step"]: r["val_mpjpe"] for r in map(json.loads, filter(None, lines))}
+def _checkpointed(experiment: Path, trial_id: str) -> dict[int, float]:
+    """global step -> validation MPJPE of a trial's checkpoints (its Train run keeps them all here;
+    Tune's own result log of a trial resumed after the interruption starts over)."""
+    from ray.train import Result
+
+    result = Result.from_path(str(experiment / "runs" / f"trial-{trial_id}"))
+    return {m["global_step"]: m["val_mpjpe"] for _, m in result.best_checkpoints}
 
 
 def _trace(experiment: Path, trial_id: str) -> tuple[bytes, list[str]]:
@@ -163,7 +165,7 @@ def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys
 
     # 3. Twins reported the same MPJPE; ASHA stopped the twin of the setting worse at step 2.
     trials = best.collect(str(experiment))
-    step2 = {t.trial_id: _reported(experiment, t.trial_id)[2] for t in trials}
+    step2 = {t.trial_id: _checkpointed(experiment, t.trial_id)[2] for t in trials}
     groups = {lr: [t for t in trials if t.params["lr"] == lr] for lr in (1e-3, 1e-6)}
     assert [len(g) for g in groups.values()] == [2, 2]
     for g in groups.values():

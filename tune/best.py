@@ -10,6 +10,7 @@ rank is that of a model one can actually load.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -58,10 +59,15 @@ def best_checkpoint(run_path: str) -> tuple[str | None, dict[str, float]]:
 
     if not storage.exists(run_path):
         return None, {}
+    quiet = logging.getLogger("ray.train")  # reading a run logs a resume notice meant for training
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
     try:
         result = Result.from_path(run_path)
     except RuntimeError:  # the run never reported a checkpoint
         return None, {}
+    finally:
+        quiet.setLevel(level)
     scored = [(m[METRIC], c, m) for c, m in result.best_checkpoints if math.isfinite(m.get(METRIC, math.nan))]
     if not scored:
         return None, {}
