@@ -162,9 +162,15 @@ def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Similarity-align each predicted pose to its target (rotation, uniform scale, translation).
 
     pred, gt (B, J, 3) in any common unit. Returns pred aligned, (B, J, 3), minimizing the squared
-    joint error (Umeyama); reflections are excluded.
+    joint error (Umeyama); reflections are excluded. Poses with a non-finite value come out NaN.
     """
-    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    pred, gt = np.broadcast_arrays(np.asarray(pred, np.float64), np.asarray(gt, np.float64))
+    finite = np.isfinite(pred).all(axis=(-2, -1)) & np.isfinite(gt).all(axis=(-2, -1))
+    if not finite.all():  # a diverged prediction scores NaN instead of stopping the SVD
+        out = np.full(pred.shape, np.nan)
+        if pred.ndim > 2 and finite.any():
+            out[finite] = procrustes_align(pred[finite], gt[finite])
+        return out
     mu_p, mu_g = pred.mean(axis=-2, keepdims=True), gt.mean(axis=-2, keepdims=True)
     p0, g0 = pred - mu_p, gt - mu_g
     cov = np.swapaxes(p0, -1, -2) @ g0  # (B, 3, 3)

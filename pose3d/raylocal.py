@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 log = logging.getLogger("pose3d")
 
 #: Logical CPUs of the embedded local Ray: more than a small machine's cores, so the training
 #: workers and the Ray Data actors can all be scheduled (a starved Data executor hangs).
 MIN_LOCAL_CPUS = 8
+#: Where Ray's State API clients (Train's placement-group cleaner among them) find the dashboard.
+API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
+_own_api_server: str | None = None  # the value this process set, replaced on the next local start
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -26,5 +30,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     cpus = num_cpus or max(MIN_LOCAL_CPUS, os.cpu_count() or 1)
     log.info("starting a local Ray with %d logical CPUs", cpus)
-    # The dashboard process serves the State API, which Train's placement-group cleaner polls.
-    ray.init(num_cpus=cpus, log_to_driver=True, configure_logging=False)
+    # The dashboard serves the State API, which Train's placement-group cleaner polls. Without an
+    # address the cleaner looks for "the" local Ray and fails when another instance runs on the
+    # machine (a test suite beside a demo), so name ours: the raylet, and every worker it starts,
+    # inherit the variable set here.
+    global _own_api_server
+    kwargs = {}
+    if os.environ.get(API_SERVER_VARIABLE) in (None, _own_api_server):
+        port = free_port()
+        _own_api_server = os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
+        kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+    ray.init(num_cpus=cpus, log_to_driver=True, configure_logging=False, **kwargs)
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -39,3 +39,39 @@ def test_submitted_training_job_spans_two_nodes(local_cluster, tmp_path):  # noq
         stages.add(int(metrics["stage"]))
         assert (ckpt / "model.pt").is_file() and (ckpt / "config.yaml").is_file()
     assert stages == {1, 2, 3}
+
+
+STATE_API_PROBE = """
+import json, os, ray
+from pose3d.raylocal import init_ray
+
+init_ray(num_cpus=2)
+
+@ray.remote
+def probe():
+    from ray.util.state import list_actors
+    list_actors(limit=1)  # auto-detection would see two Ray instances here and raise
+    return os.environ.get("RAY_API_SERVER_ADDRESS")
+
+print(json.dumps({"inside": ray.get(probe.remote()), "driver": os.environ["RAY_API_SERVER_ADDRESS"]}))
+ray.shutdown()
+"""
+
+
+def test_local_ray_names_its_state_api_beside_another_instance(local_cluster):  # noqa: F811
+    """Train's placement-group cleaner queries the State API from inside Ray; with another Ray on
+    the machine (this module's cluster) it must still find the local instance's own dashboard."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    done = subprocess.run(
+        [sys.executable, "-c", STATE_API_PROBE], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["inside"] == seen["driver"]
+    assert seen["driver"].startswith("http://127.0.0.1:")
+    assert local_cluster.dashboard_url.rstrip("/") != seen["driver"]

@@ -65,3 +65,20 @@ def test_schedule_positions_and_lr_drop():
     assert schedule.position(st, 9) is None
     assert [schedule.learning_rate(st[1], s) for s in range(4)] == [1.0, 1.0, 0.1, 0.1]
     assert not schedule.uses_depth(1) and schedule.uses_depth(2) and schedule.uses_depth(3)
+
+
+def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
+    from pose3d.train.trainer import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        "demo",
+        ["data.set_3d=shards/lab", "data.set_2d=s3://bucket/wild",
+         "train.init_from=runs/stage1/checkpoint_1", "run.storage_path=~/runs"],
+    )  # fmt: skip
+    absolute_paths(cfg)
+    assert cfg.data.set_3d == str(tmp_path / "shards/lab")
+    assert cfg.data.set_2d == "s3://bucket/wild"
+    assert cfg.data.val_2d == ""
+    assert cfg.train.init_from == str(tmp_path / "runs/stage1/checkpoint_1")
+    assert cfg.run.storage_path.startswith("/") and "~" not in cfg.run.storage_path

@@ -259,3 +259,15 @@ def test_bone_symmetry_hand_case():
         np.testing.assert_allclose(sym["lower_arm"], [7.0], atol=1e-9)
         np.testing.assert_allclose(sym["upper_leg"], [0.0], atol=1e-9)
         np.testing.assert_allclose(sym["lower_leg"], [5.0], atol=1e-9)
+
+
+def test_pa_mpjpe_scores_a_diverged_prediction_nan_and_the_rest_normally():
+    rng = np.random.default_rng(3)
+    gt = rng.normal(size=(3, 16, 3)) * 100
+    pred = gt + rng.normal(size=gt.shape)
+    pred[1, 4, 2] = np.nan
+    pred[2, 0, 0] = np.inf
+    expected = metrics.pa_mpjpe(pred[:1], gt[:1])
+    got = metrics.pa_mpjpe(pred, gt)
+    assert np.isnan(got[1:]).all()
+    np.testing.assert_allclose(got[0], expected[0])

@@ -125,40 +125,6 @@ def _plan(args: argparse.Namespace) -> Any:
         raise UserError(str(err)) from None
 
 
-def init_ray_for_tune(address: str | None, num_cpus: int | None) -> None:
-    """``pose3d.raylocal.init_ray``, but a local Ray also tells its processes where its dashboard
-    is. Train's placement-group cleaner, which frees the workers of a trial that Tune stopped
-    (ASHA), finds the cluster through the State API; with several Ray instances on one machine
-    its auto-detection fails ("Found multiple active Ray instances"), the trial's placement group
-    leaks and later trials wait forever. RAY_API_SERVER_ADDRESS, inherited by every Ray process
-    started from here, names our own dashboard."""
-    import os
-    import socket
-
-    import ray
-
-    from pose3d.raylocal import MIN_LOCAL_CPUS, init_ray
-
-    if ray.is_initialized() or address or os.environ.get("RAY_ADDRESS"):
-        init_ray(address, num_cpus)
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    cpus = num_cpus or max(MIN_LOCAL_CPUS, os.cpu_count() or 1)
-    logging.getLogger("pose3d").info("starting a local Ray with %d logical CPUs", cpus)
-    ray.init(
-        num_cpus=cpus,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=port,
-        log_to_driver=True,
-        configure_logging=False,
-    )
-
-
 def run_tune(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from tune import driver
@@ -176,7 +142,9 @@ def run_tune(args: argparse.Namespace) -> int:
             raise UserError(str(err)) from None
     else:
         plan = _plan(args)
-    init_ray_for_tune(args.address, args.num_cpus)
+    from pose3d.raylocal import init_ray
+
+    init_ray(args.address, args.num_cpus)
     try:
         outcome = driver.run_plan(plan, resume=args.resume, concurrency=args.concurrency)
     except driver.SearchError as err:

@@ -92,16 +92,6 @@ def load_plan(experiment: str) -> Plan:
     return Plan(**json.loads(storage.read_text(path)))
 
 
-def absolute_data_paths(cfg: Config) -> None:
-    """Make local shard paths absolute, in place: trials do not run in the caller's folder."""
-    d = cfg.data
-    for attr in ("set_3d", "set_2d", "val_3d", "val_2d"):
-        if getattr(d, attr):
-            setattr(d, attr, storage.absolute(getattr(d, attr)))
-    if cfg.train.init_from:
-        cfg.train.init_from = storage.absolute(cfg.train.init_from)
-
-
 # --- trials ------------------------------------------------------------------------------------------
 
 
@@ -150,11 +140,7 @@ def trial_main(config: dict[str, Any], setup: dict[str, Any]) -> None:
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(config, setup, trial_id)
     log.info("trial %s: %s", trial_id, trial_overrides(config, setup))
-    trainer = build_trainer(cfg)
-    # build_trainer has no callbacks argument: add the Train -> Tune bridge to its RunConfig,
-    # which fit() reads (the RunConfig object is shared with the trainer's run context).
-    trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), ValidatedReportCallback()]
-    trainer.fit()
+    build_trainer(cfg, callbacks=[ValidatedReportCallback()]).fit()
 
 
 class ResumableASHA(ASHAScheduler):
@@ -404,11 +390,12 @@ def new_plan(
     command: str = "",
 ) -> Plan:
     """A plan from a loaded config (the caller checked the space against it)."""
+    from pose3d.train.trainer import absolute_paths
     from tune.space import trial_base
 
     if not cfg.data.val_3d:
         raise SearchError("data.val_3d is empty: the search needs validation MPJPE (its metric)")
-    absolute_data_paths(cfg)
+    absolute_paths(cfg)
     base = trial_base(cfg, space) if space else cfg.to_dict()
     if init:
         init = storage.absolute(init)

@@ -31,6 +31,17 @@ def storage_uri(path: str) -> str:
     return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
+def absolute_paths(cfg: Config) -> None:
+    """Make the config's local paths absolute, in place: the workers and the checkpoints' saved
+    config must not depend on the directory the driver was started in."""
+    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
+    for field in ("set_3d", "set_2d", "val_3d", "val_2d"):
+        if getattr(cfg.data, field):
+            setattr(cfg.data, field, storage_uri(getattr(cfg.data, field)))
+    if cfg.train.init_from:
+        cfg.train.init_from = storage_uri(cfg.train.init_from)
+
+
 def build_datasets(cfg: Config) -> dict[str, Any]:
     """One streaming pipeline per dataset: read shards -> decode + augment on CPU actors."""
     import ray.data
@@ -60,7 +71,8 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def build_trainer(cfg: Config) -> Any:
+def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
+    """The run's TorchTrainer (``callbacks``: Ray Train callbacks, e.g. Tune's report bridge)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -68,7 +80,7 @@ def build_trainer(cfg: Config) -> Any:
     resources = {"CPU": s.cpus_per_worker}
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
-    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
+    absolute_paths(cfg)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict()},
@@ -87,6 +99,7 @@ def build_trainer(cfg: Config) -> Any:
                 checkpoint_score_order="min",
             ),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            callbacks=callbacks,
         ),
         datasets=build_datasets(cfg),
         dataset_config=DataConfig(datasets_to_split="all"),
