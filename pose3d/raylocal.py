@@ -18,11 +18,13 @@ _own_api_server: str | None = None  # the value this process set, replaced on th
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray with ``num_cpus`` logical
+    CPUs (default ``max(MIN_LOCAL_CPUS, cores)``); nothing if Ray is already up in this process."""
     import ray
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    quiet_data_progress()
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
@@ -41,6 +43,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         _own_api_server = os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
         kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
     ray.init(num_cpus=cpus, log_to_driver=True, configure_logging=False, **kwargs)
+
+
+def quiet_data_progress() -> None:
+    """Turn Ray Data's progress bars off unless RAY_DATA_DISABLE_PROGRESS_BARS=0 asks for them: they
+    garble logs (pose3d prints its own progress). Ray reads the variable when ``ray.data`` is first
+    imported, which may already have happened here, so this process's context is set too; Ray
+    Train hands it to the workers' pipelines."""
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] != "0":
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
 
 
 def free_port() -> int:

@@ -35,7 +35,7 @@ def test_overrides_use_stage_numbers_and_yaml_values():
         ("train.stages.1.steps=abc", "train.stages.1.steps: expected an integer"),
         ("loss.geo_rows=some", "loss.geo_rows"),
         ("scaling.num_workers=3", "not divisible by 3 workers"),
-        ("model.input_size=100", "4 x model.output_size"),
+        ("model.input_size=100", "4 x output_size"),
         ("nonsense", "expected key=value"),
     ],
 )

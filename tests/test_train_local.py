@@ -12,7 +12,6 @@ import torch
 from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
 from pose3d.train.config import load_config
-from pose3d.train.loop import model_config
 from tests.shard_factory import write_shard_set
 
 pytestmark = pytest.mark.slow
@@ -80,7 +79,7 @@ def test_three_stages_with_their_checks(ray_local, shards, tmp_path):
 
     # Stage 1 leaves the depth regressor as initialized; stage 2 changes it.
     torch.manual_seed(cfg.train.seed)
-    init = PoseNet(model_config(cfg)).state_dict()
+    init = PoseNet(cfg.model).state_dict()
     after1, after2 = stage_ckpts[1][1]["state_dict"], stage_ckpts[2][1]["state_dict"]
     depth_keys = [k for k in init if k.startswith("depth_head.") and init[k].is_floating_point()]
     assert depth_keys

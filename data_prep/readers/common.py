@@ -200,6 +200,34 @@ def cached_by_file(maxsize: int) -> Callable[[Callable[..., Any]], Callable[...,
     return decorate
 
 
+def find_annotation(dataset: str, raw_root: str | Path, given: str | None, candidates: Sequence[str]) -> Path:
+    """The annotation npz of a raw folder: ``given`` (relative to the root, or absolute) when set,
+    else the first of ``candidates`` that exists, else the folder's only ``*.npz``. Raises
+    FileNotFoundError naming the dataset, the folder and what was looked for."""
+    if given is not None:
+        path = resolve(raw_root, given)
+        if not path.exists():
+            raise FileNotFoundError(f"{dataset}: annotation {path} not found")
+        return path
+    path = first_existing(raw_root, candidates)
+    if path is not None:
+        return path
+    found = sorted(Path(raw_root).glob("*.npz"))
+    if len(found) == 1:
+        return found[0]
+    raise FileNotFoundError(
+        f"{dataset}: no annotation npz in {raw_root} ({', '.join(candidates)} or a single *.npz; "
+        f"found {len(found)}); give npz="
+    )
+
+
+@cached_by_file(maxsize=2)
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of an npz (no pickles), parsed once per process and file version."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
 def relative_to_root(path: str | Path, raw_root: str | Path) -> str:
     """``path`` relative to the raw root when it lies under it (shards record it so), else as is."""
     try:

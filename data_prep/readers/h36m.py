@@ -279,24 +279,6 @@ def _video_tasks(
     return tasks
 
 
-def _find_npz(root: Path, split: str, npz: str | None) -> Path:
-    if npz is not None:
-        path = common.resolve(root, npz)
-        if not path.exists():
-            raise FileNotFoundError(f"h36m: annotation {path} not found")
-        return path
-    path = common.first_existing(root, (f"annotation_body3d/fps10/h36m_{split}.npz", f"h36m_{split}.npz"))
-    if path is not None:
-        return path
-    found = sorted(root.glob("*.npz"))
-    if len(found) == 1:
-        return found[0]
-    raise FileNotFoundError(
-        f"h36m: no annotation npz in {root} (annotation_body3d/fps10/h36m_{split}.npz, h36m_{split}.npz "
-        f"or a single *.npz; found {len(found)}); give npz="
-    )
-
-
 def _npz_tasks(
     root: Path,
     split: str,
@@ -305,9 +287,10 @@ def _npz_tasks(
     npz: str | None,
     images: str | None,
 ) -> list[SourceTask]:
-    npz_path = _find_npz(root, split, npz)
+    candidates = (f"annotation_body3d/fps10/h36m_{split}.npz", f"h36m_{split}.npz")
+    npz_path = common.find_annotation("h36m", root, npz, candidates)
     image_root = common.image_root(root, images)
-    names = [str(n) for n in _load_npz(str(npz_path))["imgname"]]
+    names = [str(n) for n in common.load_npz(str(npz_path))["imgname"]]
     groups: dict[str, list[tuple[int, int]]] = {}
     info: dict[str, dict[str, str]] = {}
     unparsed = []
@@ -360,15 +343,9 @@ def read_task(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
         yield from _read_npz(task)
 
 
-@common.cached_by_file(maxsize=2)
-def _load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
 def _read_npz(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
     p = task.payload
-    data = _load_npz(p["npz"])
+    data = common.load_npz(p["npz"])
     rows = np.asarray(p["rows"], dtype=np.int64)
     names = [str(data["imgname"][r]) for r in rows]
     if p.get("unparsed"):

@@ -254,11 +254,11 @@ def list_tasks(
         if not tasks:
             raise FileNotFoundError(f"3dhp: no <root>/TS<n>/annot_data.mat in {raw_root} for {wanted}")
         return tasks
-    npz_path = _find_npz(root, npz)
+    npz_path = common.find_annotation("3dhp", root, npz, _NPZ_NAMES)
     image_root = common.image_root(root, images)
     groups: dict[str, list[tuple[int, int]]] = {}
     unparsed = []
-    for row, name in enumerate(_load_npz(str(npz_path))["imgname"]):
+    for row, name in enumerate(common.load_npz(str(npz_path))["imgname"]):
         match = _NPZ_IMGNAME.search(str(name))
         if match is None:
             unparsed.append(row)
@@ -287,29 +287,6 @@ def list_tasks(
         }
         tasks.append(SourceTask(DATASET, split, "unparsed_image_names", raw_root, payload))
     return tasks
-
-
-def _find_npz(root: Path, npz: str | None) -> Path:
-    if npz is not None:
-        path = common.resolve(root, npz)
-        if not path.exists():
-            raise FileNotFoundError(f"3dhp: annotation {path} not found")
-        return path
-    path = common.first_existing(root, _NPZ_NAMES)
-    if path is not None:
-        return path
-    found = sorted(root.glob("*.npz"))
-    if len(found) == 1:
-        return found[0]
-    raise FileNotFoundError(
-        f"3dhp: no annotation npz in {root} ({', '.join(_NPZ_NAMES)} or a single *.npz); give npz="
-    )
-
-
-@common.cached_by_file(maxsize=2)
-def _load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -372,7 +349,7 @@ def _read_official(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
 
 def _read_npz(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
     p = task.payload
-    data = _load_npz(p["npz"])
+    data = common.load_npz(p["npz"])
     rows = np.asarray(p["rows"], dtype=np.int64)
     names = [str(data["imgname"][r]) for r in rows]
     if p.get("unparsed"):

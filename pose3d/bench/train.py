@@ -48,11 +48,11 @@ def _timed_steps(cfg: Any, batch_np: dict[str, Any], steps: int, warmup: int, th
 
     from pose3d import losses
     from pose3d.model.net import PoseNet
-    from pose3d.train.loop import model_config, to_tensors, train_step
+    from pose3d.train.loop import to_tensors, train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = PoseNet(model_config(cfg)).train()
+    model = PoseNet(cfg.model).train()
     optim = torch.optim.RMSprop(model.parameters(), lr=1e-4)
     batch = to_tensors(batch_np, torch.device("cpu"), False)
     weights = losses.LossWeights(0.1, 0.01)

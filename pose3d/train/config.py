@@ -17,21 +17,12 @@ from typing import Any
 
 import yaml
 
+from pose3d import skeleton
+from pose3d.model.net import ModelConfig
+
 
 class ConfigError(ValueError):
     """A configuration problem, naming the key (and file) at fault."""
-
-
-@dataclass
-class ModelSection:
-    """Network sizes (SPEC "Network"); see ``pose3d.model.ModelConfig``."""
-
-    num_stacks: int = 2
-    num_modules: int = 2
-    num_features: int = 256
-    num_reg_modules: int = 2
-    input_size: int = 256
-    output_size: int = 64
 
 
 @dataclass
@@ -131,7 +122,7 @@ class RunSection:
 
 @dataclass
 class Config:
-    model: ModelSection = field(default_factory=ModelSection)
+    model: ModelConfig = field(default_factory=ModelConfig)  # network sizes (SPEC "Network")
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -174,8 +165,11 @@ class Config:
                 f"data.ratio_2d {self.data.ratio_2d} at {per} rows per worker leaves one side empty; "
                 "raise data.batch_size"
             )
-        if self.model.input_size != 4 * self.model.output_size:
-            raise ConfigError("model.input_size must be 4 x model.output_size (the stem's stride)")
+        if self.model.num_joints != skeleton.NUM_JOINTS:
+            raise ConfigError(
+                f"model.num_joints: the data has the {skeleton.NUM_JOINTS} MPII joints, "
+                f"got {self.model.num_joints}"
+            )
         if self.scaling.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
             raise ConfigError(f"scaling.placement_strategy: unknown {self.scaling.placement_strategy!r}")
         return self
@@ -246,7 +240,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown key {where}{sorted(unknown)[0]} (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a section's own checks (ModelConfig's sizes)
+        raise ConfigError(f"{prefix or 'config'}: {err}") from None
 
 
 def packaged_configs() -> list[str]:

@@ -19,7 +19,7 @@ import torch
 
 from pose3d import losses
 from pose3d.data.mixing import RowStream, mixed_batch
-from pose3d.model.net import ModelConfig, PoseNet
+from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
 from pose3d.train import schedule
 from pose3d.train.config import Config, config_from_dict
@@ -27,13 +27,6 @@ from pose3d.train.config import Config, config_from_dict
 log = logging.getLogger("pose3d.train")
 
 SET_3D, SET_2D = "set_3d", "set_2d"
-
-
-def model_config(cfg: Config) -> ModelConfig:
-    m = cfg.model
-    return ModelConfig(
-        m.num_stacks, m.num_modules, m.num_features, m.num_reg_modules, m.input_size, m.output_size
-    )
 
 
 def to_tensors(
@@ -171,7 +164,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     channels_last = on_gpu and cfg.train.channels_last
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.train.bf16 else nullcontext()
 
-    model = PoseNet(model_config(cfg)).to(device)
+    model = PoseNet(cfg.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     global_step, restored_optim, restored_stage = 0, None, 0
@@ -285,7 +278,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                         ckpt.save_checkpoint(
                             tmp,
                             core,
-                            model_config(cfg),
+                            cfg.model,
                             optimizer=optimizer,
                             stage=pos.stage,
                             step_in_stage=step + 1,
