@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pose3d.cli import UserError
 from pose3d.data.schema import CROP_MARGIN
+from pose3d.raylocal import add_ray_arguments
 
 #: Shard folders of the synthetic sets, relative to the shard root (``pose3d prep synthetic``).
 LAB_TRAIN, LAB_TEST = "synthetic_lab/train", "synthetic_lab/test"
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--size", default="small", help="synthetic data size: tiny | small | medium (default small)"
     )
     p.add_argument("--config", default="demo", help="training config (default: the packaged demo)")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray (default: max(8, cores))")
+    add_ray_arguments(p, address=False)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
     p.set_defaults(handler=run)
 

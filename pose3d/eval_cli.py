@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pose3d.cli import UserError
+from pose3d.raylocal import add_ray_arguments
 
 EVAL_EPILOG = """\
 Datasets are recognized by the shards' `dataset` column: h36m and synthetic_lab get the per-action
@@ -59,8 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", type=int, default=8, help="sample images per dataset in the grid (0: none)")
     p.add_argument("--in-memory", action="store_true", help="run without Ray, in this process (small sets)")
     p.add_argument("--device", help="with --in-memory: torch device (default cuda when present, else cpu)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray (default: max(8, cores))")
+    add_ray_arguments(p)
     p.set_defaults(handler=run_eval)
 
     q = subparsers.add_parser(

@@ -3,6 +3,7 @@ job), else an in-process local instance sized so Ray Data never starves (RAY_NOT
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import socket
@@ -15,6 +16,15 @@ MIN_LOCAL_CPUS = 8
 #: Where Ray's State API clients (Train's placement-group cleaner among them) find the dashboard.
 API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 _own_api_server: str | None = None  # the value this process set, replaced on the next local start
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser, address: bool = True) -> None:
+    """The options every Ray-using command shares: ``--address`` (optional) and ``--num-cpus``."""
+    if address:
+        parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument(
+        "--num-cpus", type=int, help=f"logical CPUs of the local Ray (default: max({MIN_LOCAL_CPUS}, cores))"
+    )
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from pose3d.cli import UserError
+from pose3d.raylocal import add_ray_arguments
 
 TUNE_EPILOG = """\
 Every trial trains stages 2 and 3 from one stage-1 checkpoint: the search trains it first (stage 1
@@ -55,8 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wild-2d", help="ablation: wild 2D shards for 2D PCK (default data.val_2d)")
     p.add_argument("--wild-test", help="ablation: wild test shards (3DPCK, AUC, MPJPE)")
     p.add_argument("--eval-rows", type=int, help="ablation: score at most this many rows per set")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray (default: max(8, cores))")
+    add_ray_arguments(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
     p.set_defaults(handler=run_tune)
 

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pose3d.cli import UserError
+from pose3d.raylocal import add_ray_arguments
 
 EPILOG = """\
 overrides are KEY=VALUE pairs applied over the config, e.g.
@@ -29,8 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", help="storage path for checkpoints: local, NFS, s3:// (run.storage_path)")
     p.add_argument("--workers", type=int, help="training workers (scaling.num_workers)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, bf16 (scaling.use_gpu)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray (default: max(8, cores))")
+    add_ray_arguments(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(handler=run)
