@@ -353,7 +353,14 @@ def run_plan(plan: Plan, *, resume: bool, concurrency: int | None = None) -> Out
         log.info("resuming %s: finished trials are kept, unfinished ones resume", plan.experiment)
         tuner = tune.Tuner.restore(plan.experiment, trainable=trainable(plan), resume_unfinished=True)
     else:
-        k = concurrency or derive_concurrency(plan.base, ray.cluster_resources(), trial_datasets(plan))
+        fits = derive_concurrency(plan.base, ray.cluster_resources(), trial_datasets(plan))
+        k = concurrency or fits
+        if k > fits:
+            log.warning(
+                "--concurrency %d: only %d trial(s) fit this cluster's CPUs with their Ray Data actors "
+                "and read tasks; more may starve their pipelines and wait forever (and --resume keeps %d)",
+                k, fits, k,
+            )  # fmt: skip
         log.info("search %s: %d trial(s), %d at a time", plan.name, expected_trials(plan), k)
         tuner = build_tuner(plan, k)
     tuner.fit()
