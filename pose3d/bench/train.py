@@ -21,6 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16, help="global batch (default 16)")
     p.add_argument("--steps", type=int, default=30, help="timed steps per side (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    p.add_argument(
+        "--data-warmup",
+        type=int,
+        default=60,
+        help="(c): untimed steps first; the Ray Data pipeline needs ~50 steps to reach its pace (default 60)",
+    )
+    p.add_argument("--data-steps", type=int, default=120, help="(c): timed steps (default 120)")
     p.add_argument("--threads", type=int, default=1, help="torch threads on every side (default 1)")
     p.add_argument("--shards", help="synthetic shard folder for (c) (default: generate a tiny set)")
     p.add_argument("--skip-data", action="store_true", help="skip (c)")
@@ -146,19 +153,20 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
         print("generating a tiny synthetic shard set for (c) ...", flush=True)
         prepare(shards, size="tiny")
     lab, wild = _synthetic_train_sets(shards)
-    total = args.warmup + args.steps
+    warmup = args.data_warmup
+    total = warmup + args.data_steps
     cfg.data.set_3d, cfg.data.set_2d, cfg.data.val_3d = lab, wild, ""
     cfg.train.stages[0].steps, cfg.train.stages[1].steps, cfg.train.stages[2].steps = 0, 0, total
     cfg.run.storage_path, cfg.run.name = storage, "bench-data"
     # A report every warm-up-many steps; the first window (pipeline start-up) is left out.
-    cfg.train.log_every = args.warmup
+    cfg.train.log_every = warmup
     cfg.train.checkpoint_every = total
     fit(cfg)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(os.path.join(storage, "bench-data", "tensorboard"))
     acc.Reload()
-    rates = [e.value for e in acc.Scalars("img_per_s") if e.step > args.warmup]
+    rates = [e.value for e in acc.Scalars("img_per_s") if e.step > warmup]
     steps = [e.step for e in acc.Scalars("img_per_s")]
     windows = [b - a for a, b in zip(steps, steps[1:], strict=False)]
     return sum(windows) / sum(w / r for w, r in zip(windows, rates, strict=True))  # images / seconds
