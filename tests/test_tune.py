@@ -147,7 +147,7 @@ def test_values_that_make_an_invalid_config_are_caught_before_running():
     with pytest.raises(SpaceError, match=r"params\.s = -2\.0 gives an invalid config"):
         check_space(steps, base)
     missing = _space({"lr": LR})
-    with pytest.raises(SpaceError, match="no such file, and not a packaged space"):
+    with pytest.raises(SpaceError, match="no such file, and not a packaged search space"):
         load_space("no-such-space")
     check_space(missing, base)
 

@@ -35,12 +35,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pose3d.train.config import Config, ConfigError, config_from_dict
+from pose3d.train.config import Config, ConfigError, config_from_dict, read_named_yaml
 
 #: Distributions a parameter may use (Tune's names; randint's ``high`` is inclusive here).
 DISTRIBUTIONS = ("loguniform", "uniform", "quniform", "qloguniform", "randint", "qrandint", "choice")
@@ -347,22 +346,8 @@ def packaged_spaces() -> list[str]:
 
 def load_space(path_or_name: str) -> SearchSpace:
     """Read a search-space YAML: a path, or a packaged name (``paper_search`` or ``paper``)."""
-    path = Path(path_or_name)
-    if path.is_file():
-        text, where = path.read_text(), str(path)
-    else:
-        name = path_or_name if path_or_name.endswith("_search") else f"{path_or_name}_search"
-        res = resources.files("tune") / f"{name}.yaml"
-        if not res.is_file():
-            raise SpaceError(
-                f"search space {path_or_name!r}: no such file, and not a packaged space "
-                f"({', '.join(packaged_spaces())})"
-            )
-        text, where = res.read_text(), f"packaged search space {name!r}"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpaceError(f"{where}: invalid YAML: {err}") from err
+    name = path_or_name if path_or_name.endswith("_search") else f"{path_or_name}_search"
+    data, where = read_named_yaml(path_or_name, "tune", name, "search space", packaged_spaces(), SpaceError)
     return parse_space(data, where)
 
 

@@ -253,22 +253,33 @@ def packaged_configs() -> list[str]:
     )
 
 
-def _read_yaml(path_or_name: str) -> tuple[dict[str, Any], str]:
+def read_named_yaml(
+    path_or_name: str, package: str, name: str, what: str, known: list[str], error: type[ValueError]
+) -> tuple[Any, str]:
+    """A YAML file by path, else the packaged resource ``package/name.yaml`` (configs, search
+    spaces). Returns (parsed data, where it came from); raises ``error`` naming the file (and the
+    ``known`` packaged names) when there is no such file or the YAML does not parse."""
     path = Path(path_or_name)
     if path.is_file():
         text, where = path.read_text(), str(path)
     else:
-        res = resources.files("pose3d.configs") / f"{path_or_name}.yaml"
+        res = resources.files(package) / f"{name}.yaml"
         if not res.is_file():
-            raise ConfigError(
-                f"config {path_or_name!r}: no such file, and not a packaged config "
-                f"({', '.join(packaged_configs())})"
+            raise error(
+                f"{what} {path_or_name!r}: no such file, and not a packaged {what} ({', '.join(known)})"
             )
-        text, where = res.read_text(), f"packaged config {path_or_name!r}"
+        text, where = res.read_text(), f"packaged {what} {name!r}"
     try:
-        data = yaml.safe_load(text) or {}
+        return yaml.safe_load(text), where
     except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: invalid YAML: {err}") from err
+        raise error(f"{where}: invalid YAML: {err}") from err
+
+
+def _read_yaml(path_or_name: str) -> tuple[dict[str, Any], str]:
+    data, where = read_named_yaml(
+        path_or_name, "pose3d.configs", path_or_name, "config", packaged_configs(), ConfigError
+    )
+    data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping")
     return data, where
