@@ -87,7 +87,6 @@ def _ray_in_memory(loop_config: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from pose3d.cli import UserError
     from pose3d.train.config import ConfigError, load_config
 
