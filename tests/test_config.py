@@ -68,7 +68,7 @@ def test_schedule_positions_and_lr_drop():
 
 
 def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
-    from pose3d.train.trainer import absolute_paths
+    from pose3d.train.config import absolute_paths
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(

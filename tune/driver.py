@@ -27,7 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from pose3d.train import schedule
-from pose3d.train.config import Config, ConfigError, config_from_dict
+from pose3d.train.config import Config, ConfigError, absolute_paths, config_from_dict
 from tune import storage
 from tune.space import SearchSpace, apply_overrides, parse_space, set_key, step_range
 
@@ -397,7 +397,6 @@ def new_plan(
     command: str = "",
 ) -> Plan:
     """A plan from a loaded config (the caller checked the space against it)."""
-    from pose3d.train.trainer import absolute_paths
     from tune.space import trial_base
 
     if not cfg.data.val_3d:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pose3d.train.config import storage_uri
+
 
 def is_uri(path: str) -> bool:
     return "://" in path
 
 
-def absolute(path: str) -> str:
-    """A URI as it is; a local path made absolute (Tune trials do not run in the caller's folder)."""
-    return path if is_uri(path) else os.path.abspath(os.path.expanduser(path))
+#: A URI as it is; a local path made absolute (Tune trials do not run in the caller's folder).
+absolute = storage_uri
 
 
 def join(base: str, *parts: str) -> str:

@@ -8,6 +8,7 @@ Stage lists are addressed by stage number (1-based), as the paper numbers them.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -182,6 +183,23 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def storage_uri(path: str) -> str:
+    """A URI (s3://, gs://) as it is; a local path made absolute (Ray Train wants one, and workers
+    and Tune trials do not run in the caller's folder)."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def absolute_paths(cfg: Config) -> None:
+    """Make the config's local paths absolute, in place: the workers and the checkpoints' saved
+    config must not depend on the directory the driver was started in."""
+    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
+    for key in ("set_3d", "set_2d", "val_3d", "val_2d"):
+        if getattr(cfg.data, key):
+            setattr(cfg.data, key, storage_uri(getattr(cfg.data, key)))
+    if cfg.train.init_from:
+        cfg.train.init_from = storage_uri(cfg.train.init_from)
 
 
 # --- loading ------------------------------------------------------------------------------

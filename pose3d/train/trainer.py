@@ -4,13 +4,12 @@ TorchTrainer with its scaling, storage, checkpoint and failure settings."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict
 from typing import Any
 
 from pose3d.data.augment import INPUT_COLUMNS, AugmentParams, BatchPreprocessor
 from pose3d.train import schedule
-from pose3d.train.config import Config, ConfigError
+from pose3d.train.config import Config, ConfigError, absolute_paths
 from pose3d.train.loop import SET_2D, SET_3D, datasets_drawn, train_loop_per_worker
 
 log = logging.getLogger("pose3d.train")
@@ -24,22 +23,6 @@ def needed_datasets(cfg: Config) -> dict[str, str]:
         if not path:
             raise ConfigError(f"{key} is empty but the configured stages draw rows from it")
     return {name: paths[name][1] for name in sorted(datasets_drawn(cfg))}
-
-
-def storage_uri(path: str) -> str:
-    """Ray Train wants an absolute local path or a URI."""
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
-def absolute_paths(cfg: Config) -> None:
-    """Make the config's local paths absolute, in place: the workers and the checkpoints' saved
-    config must not depend on the directory the driver was started in."""
-    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
-    for field in ("set_3d", "set_2d", "val_3d", "val_2d"):
-        if getattr(cfg.data, field):
-            setattr(cfg.data, field, storage_uri(getattr(cfg.data, field)))
-    if cfg.train.init_from:
-        cfg.train.init_from = storage_uri(cfg.train.init_from)
 
 
 def build_datasets(cfg: Config) -> dict[str, Any]:
