@@ -82,3 +82,13 @@ def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
     assert cfg.data.val_2d == ""
     assert cfg.train.init_from == str(tmp_path / "runs/stage1/checkpoint_1")
     assert cfg.run.storage_path.startswith("/") and "~" not in cfg.run.storage_path
+
+
+def test_checkpoint_score_ranks_validated_then_unvalidated_then_diverged():
+    from pose3d.train.loop import checkpoint_score
+
+    validated = checkpoint_score(180.0, True, 900)
+    unvalidated = checkpoint_score(None, True, 920)
+    diverged = checkpoint_score(float("nan"), True, 940)
+    assert validated == 180.0 < unvalidated < diverged
+    assert checkpoint_score(None, False, 20) < checkpoint_score(None, False, 10)  # stage 1: recency

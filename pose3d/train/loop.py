@@ -29,6 +29,17 @@ log = logging.getLogger("pose3d.train")
 SET_3D, SET_2D = "set_3d", "set_2d"
 
 
+def checkpoint_score(val_mpjpe: float | None, with_depth: bool, global_step: int) -> float:
+    """What Ray Train keeps checkpoints by, lower first (DECISIONS 12). Stage 1 (no depth): by
+    recency. Later: by validation MPJPE (mm); a step without validation ranks after every validated
+    one, and a diverged (NaN) validation after those, so it is the first to be dropped."""
+    if not with_depth:
+        return 1e12 - global_step
+    if val_mpjpe is None:
+        return 1e9 - global_step
+    return float(val_mpjpe) if np.isfinite(val_mpjpe) else 1e10 - global_step
+
+
 def to_tensors(
     batch: dict[str, np.ndarray], device: torch.device, channels_last: bool
 ) -> dict[str, torch.Tensor]:
@@ -265,9 +276,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if do_val:
                 metrics.update(validator(core, device, autocast))
             # DECISIONS 12: stage-1 checkpoints kept by recency, later ones by validation MPJPE.
-            metrics["checkpoint_score"] = float(
-                metrics.get("val_mpjpe", 1e9 - global_step) if with_depth else 1e12 - global_step
-            )
+            metrics["checkpoint_score"] = checkpoint_score(metrics.get("val_mpjpe"), with_depth, global_step)
             if rank == 0:
                 log.info(_progress_line(metrics, stage_cfg.steps, total, progress.eta(global_step)))
                 tb.write(metrics, global_step)
