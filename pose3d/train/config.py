@@ -100,7 +100,7 @@ class TrainSection:
     seed: int = 0
     bf16: bool = True  # autocast on GPU
     channels_last: bool = True  # on GPU
-    fail_at_step: int | None = None  # fault injection for tests: a worker dies at this global step
+    fail_at_step: int | None = None  # fault injection for tests: a worker dies after this many steps
     init_from: str = ""  # a checkpoint whose weights start the run (e.g. a stage-1 model; DECISIONS 12)
 
 

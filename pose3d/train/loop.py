@@ -119,7 +119,15 @@ def _make_optimizer(model: PoseNet, cfg: Config, lr: float) -> torch.optim.Optim
 
 
 def _maybe_inject_failure(cfg: Config, global_step: int, rank: int, world: int) -> None:
-    """Fault injection for tests: the last rank dies once at ``train.fail_at_step``."""
+    """Fault injection for tests: the last rank dies once when ``train.fail_at_step`` steps are
+    done (their reports made), before the next update.
+
+    A report reaches Ray Train's controller only when its next poll carries it off the worker
+    (a queue of one per worker), and a process that exits while that poll's reply is in flight
+    loses the report, as a real crash would. With a report every step, the checkpoint of step k is
+    certainly registered once the worker has put the report of step k + 2 (which waits for step
+    k + 1's to be taken, after step k's was delivered): to test resume from checkpoint k, set
+    ``fail_at_step`` to k + 2 or more."""
     if cfg.train.fail_at_step is None or global_step != cfg.train.fail_at_step or rank != world - 1:
         return
     marker = os.path.join(cfg.run.storage_path, cfg.run.name, ".fault_injected")
