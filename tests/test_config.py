@@ -37,6 +37,7 @@ def test_overrides_use_stage_numbers_and_yaml_values():
         ("scaling.num_workers=3", "not divisible by 3 workers"),
         ("model.input_size=100", "4 x output_size"),
         ("nonsense", "expected key=value"),
+        ("run.ray_train_log_level=LOUD", "run.ray_train_log_level must be DEBUG"),
     ],
 )
 def test_bad_overrides_are_named(override, message):

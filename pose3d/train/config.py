@@ -119,6 +119,9 @@ class RunSection:
     storage_path: str = "./runs"  # local, NFS, s3://, gs://
     keep_checkpoints: int = 3
     max_failures: int = 0
+    # Ray Train's own console logs (ray.train.*). At INFO it prints every report and checkpoint
+    # upload (hundreds of lines a run); the training loop prints its own progress and checkpoints.
+    ray_train_log_level: str = "WARNING"
 
 
 @dataclass
@@ -170,6 +173,11 @@ class Config:
             raise ConfigError(
                 f"model.num_joints: the data has the {skeleton.NUM_JOINTS} MPII joints, "
                 f"got {self.model.num_joints}"
+            )
+        if self.run.ray_train_log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(
+                f"run.ray_train_log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                f"got {self.run.ray_train_log_level!r}"
             )
         if self.scaling.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
             raise ConfigError(f"scaling.placement_strategy: unknown {self.scaling.placement_strategy!r}")

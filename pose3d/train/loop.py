@@ -140,6 +140,16 @@ def _maybe_inject_failure(cfg: Config, global_step: int, rank: int, world: int) 
     os._exit(1)
 
 
+def _apply_ray_train_log_level(level: str) -> None:
+    """Ray's ``LoggingConfig`` filters loggers named ``ray.train.*``; the worker context's logger,
+    which logs every report at INFO, is named by its file path (Ray 2.60) and escapes that filter."""
+    try:
+        from ray.train.v2._internal.execution import context as worker_context
+    except ImportError:  # a Ray whose layout differs: its own LoggingConfig applies
+        return
+    logging.getLogger(worker_context.__file__).setLevel(level.upper())
+
+
 class _Progress:
     """Throughput, ETA and the live progress line of rank 0."""
 
@@ -174,6 +184,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = config_from_dict(loop_config["config"])
+    _apply_ray_train_log_level(cfg.run.ray_train_log_level)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -306,6 +317,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                         checkpoint = ray.train.Checkpoint.from_directory(tmp)
                         tb.sync()
                     ray.train.report(metrics, checkpoint=checkpoint)
+                if rank == 0:
+                    saved = ray.train.get_checkpoint()  # the persisted copy, in the run's storage
+                    log.info("checkpoint at global step %d: %s", global_step, saved.path if saved else "?")
             else:
                 ray.train.report(metrics)
     if tb is not None:

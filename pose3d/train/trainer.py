@@ -56,7 +56,14 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
 
 def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
     """The run's TorchTrainer (``callbacks``: Ray Train callbacks, e.g. Tune's report bridge)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     s = cfg.scaling
@@ -82,6 +89,7 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
                 checkpoint_score_order="min",
             ),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            logging_config=LoggingConfig(log_level=cfg.run.ray_train_log_level.upper()),
             callbacks=callbacks,
         ),
         datasets=build_datasets(cfg),
