@@ -361,6 +361,7 @@ class _Storage:
         self.storage_filesystem = pafs.LocalFileSystem()
         self.trial_fs_path = str(folder)
         self.trial_dir_name = folder.name
+        self.experiment_fs_path = str(folder.parent)
 
 
 class _Trial:
@@ -404,3 +405,38 @@ def test_asha_rungs_are_rebuilt_from_reported_results_on_resume(tmp_path):
     fresh = scheduler()
     fresh.on_trial_add(None, new)
     assert fresh.on_trial_result(None, new, {"global_step": 2, "val_mpjpe": 593.0}) == TrialScheduler.CONTINUE
+
+
+def test_asha_replays_checkpointed_results_tune_never_logged(tmp_path):
+    """Interrupted between Train registering a checkpoint and Tune logging its report: on resume the
+    checkpoint's validation is replayed, and a result ASHA would have stopped stops the trial."""
+    import yaml
+    from ray.tune.schedulers import TrialScheduler
+
+    from pose3d.train.checkpoint import METRICS_FILE
+    from tune.driver import ResumableASHA
+
+    def checkpoint(trial_id, step, mpjpe):
+        folder = tmp_path / "runs" / f"trial-{trial_id}" / f"checkpoint_{step}"
+        folder.mkdir(parents=True)
+        (folder / METRICS_FILE).write_text(yaml.safe_dump({"global_step": float(step), "val_mpjpe": mpjpe}))
+
+    asha = ResumableASHA(
+        time_attr="global_step", metric="val_mpjpe", mode="min", max_t=8, grace_period=2,
+        reduction_factor=2, stop_last_trials=False,
+    )  # fmt: skip
+    for t in (_Trial("a", tmp_path / "a", [(2, 530.0)]), _Trial("b", tmp_path / "b", [(2, 540.0)])):
+        checkpoint(t.trial_id, 2, 999.0)  # already in the log: the log's value counts, not this
+        asha.on_trial_add(None, t)
+    checkpoint("bad", 2, 593.0)
+    checkpoint("good", 2, 520.0)
+    (tmp_path / "runs" / "trial-torn" / "checkpoint_2").mkdir(parents=True)  # an upload cut off
+    bad, good, torn = (_Trial(i, tmp_path / i) for i in ("bad", "good", "torn"))
+    for t in (bad, good, torn):
+        asha.on_trial_add(None, t)
+    # Cutoff at step 2: median(530, 540) = 535 mm. 593 would have been stopped: it is, at its
+    # first result after resume, whatever that says; 520 goes on.
+    assert asha.on_trial_result(None, bad, {"global_step": 4, "val_mpjpe": 100.0}) == TrialScheduler.STOP
+    assert asha.on_trial_result(None, good, {"global_step": 4, "val_mpjpe": 500.0}) == TrialScheduler.CONTINUE
+    # The torn checkpoint replays nothing: the trial is judged at step 2 like a new one.
+    assert asha.on_trial_result(None, torn, {"global_step": 2, "val_mpjpe": 600.0}) == TrialScheduler.STOP

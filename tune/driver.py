@@ -102,6 +102,11 @@ def trial_overrides(values: dict[str, Any], setup: dict[str, Any]) -> dict[str, 
     return parse_space(setup["space"], "trial search space").overrides(values)
 
 
+def train_run_name(trial_id: str) -> str:
+    """The Train run of a trial, under the experiment's ``runs/`` folder."""
+    return f"trial-{trial_id}"
+
+
 def trial_config(values: dict[str, Any], setup: dict[str, Any], trial_id: str) -> Config:
     """The training config of one trial: stages 2-3 from the stage-1 checkpoint, its run under
     the experiment's ``runs/`` folder. ``setup`` is ``trial_setup(plan)``."""
@@ -109,7 +114,7 @@ def trial_config(values: dict[str, Any], setup: dict[str, Any], trial_id: str) -
     overrides.update({
         "train.stages.1.steps": 0,
         "train.init_from": setup["init_checkpoint"],
-        "run.name": f"trial-{trial_id}",
+        "run.name": train_run_name(trial_id),
         "run.storage_path": setup["runs_root"],
     })  # fmt: skip
     return apply_overrides(setup["base"], overrides)
@@ -147,22 +152,52 @@ class ResumableASHA(ASHAScheduler):
     """ASHA whose rungs survive ``--resume``. Tune restores a scheduler as it was created, so the
     rungs would start empty and a resumed search would judge its next trials against nothing;
     here every trial Tune adds (the finished ones too, on restore) replays the results it
-    reported before into the rungs. A new trial has none, so a fresh search is plain ASHA."""
+    reported before into the rungs. A new trial has none, so a fresh search is plain ASHA.
+
+    A replayed result that ASHA would have stopped (one Train checkpointed but Tune never saw,
+    the search being interrupted in between) stops the trial at its first result after resume."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop_when_resumed: set[str] = set()
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)
         bracket = self._trial_info[trial.trial_id]
-        for result in _reported_results(trial):
-            if self._time_attr in result and self._metric in result:
-                bracket.on_result(trial, result[self._time_attr], self._metric_op * result[self._metric])
+        for result in _reported_results(trial, self._time_attr, self._metric):
+            reward = self._metric_op * result[self._metric]
+            if bracket.on_result(trial, result[self._time_attr], reward) == self.STOP:
+                self._stop_when_resumed.add(trial.trial_id)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if trial.trial_id in self._stop_when_resumed:
+            self._stop_when_resumed.discard(trial.trial_id)
+            return self.STOP
+        return super().on_trial_result(tune_controller, trial, result)
 
 
-def _reported_results(trial: Any) -> list[dict[str, Any]]:
-    """The results a trial reported, from its ``result.json`` (none for a new trial)."""
-    from ray.tune.result import EXPR_RESULT_FILE
-
+def _reported_results(trial: Any, time_attr: str, metric: str) -> list[dict[str, Any]]:
+    """A trial's past results in time order (none for a new trial): its Tune result log, plus
+    the validated metrics saved with its Train checkpoints at times the log lacks."""
     if trial.storage.trial_dir_name is None:  # a new trial: no folder yet, nothing reported
         return []
+
+    def usable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in results if time_attr in r and metric in r]
+
+    logged = usable(_result_log(trial))
+    seen = {r[time_attr] for r in logged}
+    extra = [r for r in usable(_checkpoint_metrics(trial)) if r[time_attr] not in seen]
+    for r in extra:
+        if not math.isfinite(r[metric]):
+            r[metric] = DIVERGED_MPJPE  # as ValidatedReportCallback would have reported it
+    return sorted(logged + extra, key=lambda r: r[time_attr])
+
+
+def _result_log(trial: Any) -> list[dict[str, Any]]:
+    """The results Tune logged for a trial (its ``result.json``)."""
+    from ray.tune.result import EXPR_RESULT_FILE
+
     fs = trial.storage.storage_filesystem
     path = f"{trial.storage.trial_fs_path}/{EXPR_RESULT_FILE}"
     try:
@@ -173,9 +208,37 @@ def _reported_results(trial: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _checkpoint_metrics(trial: Any) -> list[dict[str, Any]]:
+    """The metrics saved in each checkpoint folder of a trial's Train run (unreadable ones,
+    e.g. an upload cut off, are skipped)."""
+    import pyarrow.fs as pafs
+    import yaml
+
+    from pose3d.train.checkpoint import METRICS_FILE
+
+    fs = trial.storage.storage_filesystem
+    run = f"{trial.storage.experiment_fs_path}/{RUNS_DIR}/{train_run_name(trial.trial_id)}"
+    try:
+        folders = fs.get_file_info(pafs.FileSelector(run, allow_not_found=True))
+    except OSError:
+        return []
+    out = []
+    for info in folders:
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        try:
+            with fs.open_input_stream(f"{info.path}/{METRICS_FILE}") as fh:
+                metrics = yaml.safe_load(fh.readall().decode("utf-8"))
+        except (FileNotFoundError, OSError, yaml.YAMLError):
+            continue
+        if isinstance(metrics, dict):
+            out.append(metrics)
+    return out
+
+
 def trial_dirname(trial: Any) -> str:
-    """Tune's folder of a trial: ``trial-<id>``, beside its Train run ``runs/trial-<id>``."""
-    return f"trial-{trial.trial_id}"
+    """Tune's folder of a trial: ``trial-<id>``, named as its Train run ``runs/trial-<id>``."""
+    return train_run_name(trial.trial_id)
 
 
 # --- stage 1 -----------------------------------------------------------------------------------------
