@@ -62,7 +62,8 @@ def _copies(folder: Path, n: int, *, has_3d: bool, seed: int, dataset: str) -> P
 
 
 def _run_cli(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Its own local Ray: no cluster address, and no State API address an earlier test's Ray named.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     env["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     with open(log, "a") as fh:
         return subprocess.Popen(
@@ -71,7 +72,14 @@ def _run_cli(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
+            start_new_session=True,  # its own process group, so a hung search can be stopped whole
         )
+
+
+def _stop_if_running(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _tail(log: Path, n: int = 60) -> str:
@@ -129,7 +137,9 @@ def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys
         "train.stages.3.steps=4", "model.input_size=64", "model.output_size=16", "data.preprocess_actors=1",
         "data.epochs_per_pass=1", *NO_AUGMENTATION,
     ]  # fmt: skip
-    common = ["--storage", str(storage), "--name", "s", "--num-cpus", "8"]
+    # 12 logical CPUs: two trials at once, each with its Train worker, Ray Data actors and read
+    # tasks (6 CPUs a trial by derive_concurrency; fewer can starve a pipeline for good).
+    common = ["--storage", str(storage), "--name", "s", "--num-cpus", "12"]
 
     # 1. The search, interrupted (SIGINT, as Ctrl-C) once its saved state shows a finished trial.
     proc = _run_cli(
@@ -137,13 +147,16 @@ def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys
          *common, *overrides],
         log, tmp_path,
     )  # fmt: skip
-    deadline = time.monotonic() + 1200
-    while proc.poll() is None and time.monotonic() < deadline:
-        if any(status == "TERMINATED" for status, _ in _statuses(experiment).values()):
-            proc.send_signal(signal.SIGINT)
-            break
-        time.sleep(2)
-    rc = proc.wait(timeout=600)
+    try:
+        deadline = time.monotonic() + 1200
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(status == "TERMINATED" for status, _ in _statuses(experiment).values()):
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(2)
+        rc = proc.wait(timeout=600)
+    finally:
+        _stop_if_running(proc)  # timed out: its Ray must not outlive the test
     assert rc == 130, f"expected an interrupted search (exit 130), got {rc}:\n{_tail(log)}"
     assert "pose3d tune --resume" in log.read_text()
     before = _statuses(experiment)
@@ -154,7 +167,11 @@ def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys
     assert len(list((experiment / "runs" / "stage1").glob("checkpoint_*"))) >= 1
 
     # 2. --resume finishes the search; the trials finished before are not run again.
-    rc = _run_cli(["tune", "--resume", *common], log, tmp_path).wait(timeout=1200)
+    resumed = _run_cli(["tune", "--resume", *common], log, tmp_path)
+    try:
+        rc = resumed.wait(timeout=1200)
+    finally:
+        _stop_if_running(resumed)
     assert rc == 0, _tail(log)
     after = _statuses(experiment)
     assert len(after) == 4 and all(status == "TERMINATED" for status, _ in after.values()), after
