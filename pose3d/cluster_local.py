@@ -33,6 +33,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pose3d.raylocal import free_ports
+
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"
 STARTED_MARKER = "Ray runtime started."
@@ -147,20 +149,6 @@ def _wait_gone(pids: set[int], timeout_s: float) -> set[int]:
 
 
 # --- ports and addresses --------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on this machine now (all sockets held until all are picked)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _http_get(url: str, token: str | None, timeout_s: float = 5.0) -> tuple[int, bytes]:
@@ -403,7 +391,9 @@ class LocalCluster:
                 # Joined too early (the head still starting, a loaded machine): once more, now
                 # that the head is up, keeping the failed attempt's log.
                 Path(node.log).replace(Path(node.log).with_suffix(".failed.log"))
-                retry = self._launch(node.name, node.args, Path(node.temp_dir), node.ports)
+                # Fresh ports: a port taken meanwhile by another process may be why it failed.
+                ports = dict(zip(node.ports, free_ports(len(node.ports)), strict=True))
+                retry = self._launch(node.name, node.args, Path(node.temp_dir), ports)
                 state.nodes[k] = retry
                 state.save()
                 self._wait_started(retry, deadline)
@@ -414,11 +404,12 @@ class LocalCluster:
 
     # -- inspect --
 
-    def alive_nodes(self) -> int:
-        """Nodes the GCS reports ALIVE (through the dashboard's State API; -1 if it does not answer)."""
+    def alive_nodes(self, timeout_s: float = 20.0) -> int:
+        """Nodes the GCS reports ALIVE (through the dashboard's State API; -1 if it does not answer
+        within ``timeout_s``: a dashboard on a loaded 2-core machine can take seconds)."""
         url = f"{self.dashboard_url}/api/v0/nodes?limit=100"
         try:
-            status, body = _http_get(url, self.token)
+            status, body = _http_get(url, self.token, timeout_s)
         except OSError:
             return -1
         if status != 200:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import socket
 
 log = logging.getLogger("pose3d")
@@ -67,8 +68,40 @@ def quiet_data_progress() -> None:
         DataContext.get_current().enable_progress_bars = False
 
 
+#: Ports handed out by ``free_ports``: below Linux's ephemeral range (32768-60999), from which
+#: the OS picks the ports of every outgoing connection and ``bind(0)`` (Ray's own workers and gRPC
+#: servers among them), and above Ray's default worker ports (10002-19999).
+PICKED_PORTS = range(20000, 32000)
+
+
+def free_ports(count: int, rng: random.Random | None = None) -> list[int]:
+    """``count`` distinct TCP ports free on this machine now, for a server to bind a moment later.
+
+    Picked at random below the ephemeral range: a port picked by ``bind(0)`` and released can be
+    handed by the OS to another process's connection before our server binds it; one outside
+    that range can only be taken by another server picking the same way. All sockets are held
+    until all ports are picked."""
+    rng = rng or random.SystemRandom()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(50 * count):
+            if len(socks) == count:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("", rng.choice(PICKED_PORTS)))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        if len(socks) < count:
+            raise OSError(f"found only {len(socks)} of {count} free ports in {PICKED_PORTS}")
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    """A TCP port free on this machine now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free on this machine now (see ``free_ports``)."""
+    return free_ports(1)[0]

@@ -75,12 +75,36 @@ def test_session_processes_follows_children_that_leave_the_session(tmp_path):
     assert not is_running(escaped)
 
 
-def test_free_ports_are_distinct_and_bindable():
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range():
     ports = free_ports(12)
     assert len(set(ports)) == 12
+    range_file = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(range_file.read_text().split()[0]) if range_file.exists() else 32768
     for port in ports:
+        assert port < low  # the OS never hands it to a connection or a bind(0) meanwhile
         with socket.socket() as s:
             s.bind(("", port))
+
+
+def test_free_ports_passes_over_a_port_in_use():
+    import random
+
+    (busy,) = free_ports(1)
+
+    class OffersTheBusyPortFirst(random.Random):
+        offered = False
+
+        def choice(self, seq):
+            if not self.offered:
+                self.offered = True
+                return busy
+            return super().choice(seq)
+
+    with socket.socket() as taken:
+        taken.bind(("", busy))
+        taken.listen()
+        (port,) = free_ports(1, OffersTheBusyPortFirst(0))
+    assert port != busy
 
 
 # --- pose3d submit: the pieces (fast) -------------------------------------------------------
@@ -171,7 +195,7 @@ def _http_status(url: str, token: str | None) -> int:
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status
     except urllib.error.HTTPError as err:
         return err.code
