@@ -157,9 +157,9 @@ class ResumableASHA(ASHAScheduler):
     A replayed result that ASHA would have stopped (one Train checkpointed but Tune never saw,
     the search being interrupted in between) stops the trial at its first result after resume."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stop_when_resumed: set[str] = set()
+    def _stops_pending(self) -> set[str]:
+        # Made on first use, not in __init__: a scheduler pickled by an earlier pose3d lacks it.
+        return self.__dict__.setdefault("_stop_when_resumed", set())
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)
@@ -167,11 +167,11 @@ class ResumableASHA(ASHAScheduler):
         for result in _reported_results(trial, self._time_attr, self._metric):
             reward = self._metric_op * result[self._metric]
             if bracket.on_result(trial, result[self._time_attr], reward) == self.STOP:
-                self._stop_when_resumed.add(trial.trial_id)
+                self._stops_pending().add(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        if trial.trial_id in self._stop_when_resumed:
-            self._stop_when_resumed.discard(trial.trial_id)
+        if trial.trial_id in self._stops_pending():
+            self._stops_pending().discard(trial.trial_id)
             return self.STOP
         return super().on_trial_result(tune_controller, trial, result)
 
