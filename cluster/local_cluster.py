@@ -1,5 +1,5 @@
 """Start, inspect and stop a real multi-node Ray cluster on this machine (for tests and trying
-``pose3d submit``). The logic lives in ``pose3d.cluster_local`` (installed with pose3d); this is
+``pose3d submit``). The logic lives in ``pose3d.infra.local_cluster`` (installed with pose3d); this is
 its command line.
 
     python -m cluster.local_cluster start --dir /tmp/p3d-cluster      # head + 1 worker node
@@ -14,7 +14,7 @@ import argparse
 import shlex
 import sys
 
-from pose3d.cluster_local import ClusterError, LocalCluster
+from pose3d.infra.local_cluster import ClusterError, LocalCluster
 
 
 def _print_env(cluster: LocalCluster) -> None:

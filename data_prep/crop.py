@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 
 from data_prep.records import Camera, PersonSample, SourceTask
-from pose3d import geometry, skeleton
-from pose3d.data import schema
+from pose3d import geometry, schema, skeleton
 
 #: Quarantine categories the writer itself produces.
 BAD_IMAGE = "bad image"

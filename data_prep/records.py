@@ -9,7 +9,7 @@ A reader module (``data_prep.readers.<name>``) exposes:
   ``Quarantined`` with the reason, and the writer counts and reports it.
 
 The writer crops, encodes and validates (non-finite labels, person outside the image) and writes
-the shard rows (``pose3d.data.schema``).
+the shard rows (``pose3d.schema``).
 """
 
 from __future__ import annotations

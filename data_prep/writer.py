@@ -44,7 +44,8 @@ import pyarrow.parquet as pq
 
 from data_prep import crop
 from data_prep.records import PersonSample, Quarantined, SourceTask
-from pose3d.data import pipeline, schema
+from pose3d import schema
+from pose3d.data import shards
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class Layout:
 
     def __init__(self, out: str) -> None:
         self.out = out
-        self.fs, self.root = pipeline.resolve(out)
+        self.fs, self.root = shards.resolve(out)
 
     def dataset_dir(self, dataset: str) -> str:
         return f"{self.root}/{dataset}"
@@ -415,7 +416,7 @@ def _process_batch(
 def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     """Join ``address`` (or RAY_ADDRESS), else start Ray in-process with at least 4 logical CPUs
     (default: the machine's cores) so Ray Data is never starved; nothing when Ray is running."""
-    from pose3d.raylocal import init_ray
+    from pose3d.infra.ray_session import init_ray
 
     init_ray(address=address, num_cpus=max(4, num_cpus or os.cpu_count() or 1))
 
@@ -518,7 +519,7 @@ def _check_params(layout: Layout, dataset: str, params: dict[str, Any]) -> None:
     diff = {k: (before.get(k), v) for k, v in params.items() if before.get(k) != v}
     if diff:
         details = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
-        where = pipeline.to_uri(layout.fs, path)
+        where = shards.to_uri(layout.fs, path)
         raise PrepMismatch(
             f"{where}: shards were made with other parameters ({details}); "
             "use the same ones or another output folder"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pose3d.cluster_local import LocalCluster, is_running
+from pose3d.infra.local_cluster import LocalCluster, is_running
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The project's ``pose3d`` command (same environment as the test run and the cluster nodes).

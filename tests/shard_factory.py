@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pose3d import skeleton
-from pose3d.data.schema import CROP_MARGIN, rows_to_table
+from pose3d.schema import CROP_MARGIN, rows_to_table
 
 
 def make_rows(n: int, *, has_3d: bool, crop: int = 64, seed: int = 0, dataset: str = "synthetic_lab",

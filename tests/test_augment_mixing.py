@@ -7,7 +7,7 @@ import pytest
 from pose3d import decode, geometry, skeleton
 from pose3d.data.augment import AugmentParams, identity_augmentation, make_batch, sample_augmentation
 from pose3d.data.mixing import RowStream, mixed_batch
-from pose3d.data.schema import CROP_MARGIN
+from pose3d.schema import CROP_MARGIN
 
 
 def _passes(n_rows, chunk):

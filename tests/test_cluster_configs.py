@@ -11,8 +11,8 @@ import pytest
 import ray
 import yaml
 
-from pose3d.cli import build_parser
-from pose3d.train.cli import resolve_config
+from pose3d.cli.main import build_parser
+from pose3d.cli.train import resolve_config
 
 CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
 LAUNCHER_YAMLS = ["aws.yaml", "gcp.yaml"]

@@ -47,7 +47,7 @@ def test_submitted_training_job_spans_two_nodes(local_cluster, tmp_path):  # noq
 
 STATE_API_PROBE = """
 import json, os, ray
-from pose3d.raylocal import init_ray
+from pose3d.infra.ray_session import init_ray
 
 init_ray(num_cpus=2)
 

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from pose3d import evaluate, report, skeleton, viz3d
+from pose3d import skeleton
+from pose3d.eval import report
+from pose3d.eval import score as evaluate
 from pose3d.model.net import PoseOutput
 from pose3d.skeleton import JOINT_INDEX as J
+from pose3d.viz import draw3d
 from tests.shard_factory import write_shard_set
 
 OUT = 32  # output map side of the hand-made predictions
@@ -278,7 +281,7 @@ def _png_ok(path, min_bytes: int = 5000) -> None:
 
 def test_bar_chart_and_skeleton_grid_png(tmp_path):
     _png_ok(
-        viz3d.bar_chart(
+        draw3d.bar_chart(
             tmp_path / "bars.png",
             ["A", "B", "C"],
             {"x": [1.0, None, 3.0], "y": [2.0, 2.5, 1.0]},
@@ -293,13 +296,13 @@ def test_bar_chart_and_skeleton_grid_png(tmp_path):
     pose = np.stack([_yawed(a) for a in (0.0, 1.0, 2.0)])
     gt = pose.copy()
     gt[2] = np.nan  # a row without ground truth
-    _png_ok(viz3d.skeleton_grid(tmp_path / "grid.png", images, joints, pose, gt, labels=["a", "b", "c"]))
+    _png_ok(draw3d.skeleton_grid(tmp_path / "grid.png", images, joints, pose, gt, labels=["a", "b", "c"]))
 
 
 def test_spread_rows_best_to_worst_nan_last():
     values = np.array([5.0, np.nan, 1.0, 3.0, 2.0, 4.0])
-    assert viz3d.spread_rows(values, 3).tolist() == [2, 3, 1]  # 1.0, 3.0 (middle), NaN (last)
-    assert viz3d.spread_rows(values[:2], 5).tolist() == [0, 1]
+    assert draw3d.spread_rows(values, 3).tolist() == [2, 3, 1]  # 1.0, 3.0 (middle), NaN (last)
+    assert draw3d.spread_rows(values[:2], 5).tolist() == [0, 1]
 
 
 def test_load_rows_by_id_keeps_the_asked_order(tmp_path):

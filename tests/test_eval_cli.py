@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pose3d.data.schema import rows_to_table
 from pose3d.model.net import ModelConfig, PoseNet
+from pose3d.schema import rows_to_table
 from pose3d.train.checkpoint import save_checkpoint
 from tests.shard_factory import make_rows, write_shard_set
 

@@ -11,7 +11,7 @@ import numpy as np
 from data_prep import writer
 from data_prep.readers import h36m, mpi3dhp, mpii
 from pose3d import geometry, skeleton
-from pose3d.data.pipeline import load_shards_numpy
+from pose3d.data.shards import load_shards_numpy
 
 
 def _convert(module, tasks, out: Path) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The local multi-node cluster (pose3d.cluster_local, cluster/local_cluster.py) and ``pose3d submit``.
+"""The local multi-node cluster (pose3d.infra.local_cluster, cluster/local_cluster.py) and ``pose3d submit``.
 
 Fast tests check the process bookkeeping and the submit command's pieces; the tests marked
 ``cluster`` start a real 2-node cluster with ``ray start`` and submit jobs to it."""
@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from pose3d import __version__
-from pose3d.cli import UserError, main
-from pose3d.cluster_local import free_ports, is_running, session_processes
-from pose3d.submit import (
+from pose3d.cli.errors import UserError
+from pose3d.cli.main import main
+from pose3d.cli.submit import (
     build_runtime_env,
     enable_token_auth_if_configured,
     entrypoint_for,
@@ -31,6 +31,7 @@ from pose3d.submit import (
     parse_env,
     resolve_address,
 )
+from pose3d.infra.local_cluster import free_ports, is_running, session_processes
 from tests.cluster_fixture import REPO_ROOT, local_cluster, run_submit  # noqa: F401  (fixture)
 
 # --- process bookkeeping (fast) -------------------------------------------------------------

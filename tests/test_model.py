@@ -247,7 +247,7 @@ def test_small_model_overfits_sixteen_images():
 
 
 def test_bench_model_prints_a_row_per_config(capsys):
-    from pose3d.cli import main
+    from pose3d.cli.main import main
 
     threads = torch.get_num_threads()  # the benchmark sets its own thread count
     try:

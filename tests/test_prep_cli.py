@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from pose3d import viz
+from pose3d.viz import draw2d
 from tests.shard_factory import write_shard_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_inspect_counts_and_contact_sheet(tmp_path):
     assert image is not None and image.shape == (3 * 66 + 2, 3 * 66 + 2, 3)  # 3x3 tiles of 64 px, 2 px gaps
     assert image.std() > 10
     for side in ("right", "left", "center"):  # drawn bones in their exact colours (PNG is lossless)
-        assert np.all(image == viz.SIDE_COLORS[side], axis=-1).sum() > 20, side
+        assert np.all(image == draw2d.SIDE_COLORS[side], axis=-1).sum() > 20, side
 
 
 def test_draw_skeleton_skips_invisible_joints_and_colours_sides():
@@ -106,17 +106,18 @@ def test_draw_skeleton_skips_invisible_joints_and_colours_sides():
     joints[3], joints[4] = (50, 10), (50, 50)  # l_hip -> l_knee (l_knee not visible)
     visible = np.zeros(16, bool)
     visible[[1, 2, 3]] = True
-    image = viz.draw_skeleton(np.zeros((64, 64, 3), np.uint8), joints, visible, thickness=2, radius=2)
-    assert tuple(image[30, 10]) == viz.SIDE_COLORS["right"]  # on the right thigh
-    assert tuple(image[10, 50]) == viz.SIDE_COLORS["left"]  # the left hip joint
+    image = draw2d.draw_skeleton(np.zeros((64, 64, 3), np.uint8), joints, visible, thickness=2, radius=2)
+    assert tuple(image[30, 10]) == draw2d.SIDE_COLORS["right"]  # on the right thigh
+    assert tuple(image[10, 50]) == draw2d.SIDE_COLORS["left"]  # the left hip joint
     assert not image[15:64, 45:56].any()  # no left thigh, no left knee
     assert not image[0:6, 0:6].any()  # invisible joints at (0, 0) are not drawn
-    assert viz.bone_side(8) == "right" and viz.bone_side(9) == "left" and viz.bone_side(13) == "center"
+    assert draw2d.bone_side(8) == "right" and draw2d.bone_side(9) == "left"
+    assert draw2d.bone_side(13) == "center"
 
 
 def test_contact_sheet_layout():
     tiles = [np.full((4, 6, 3), v, np.uint8) for v in (10, 20, 30)]
-    sheet = viz.contact_sheet(tiles, columns=2, pad=1, background=0)
+    sheet = draw2d.contact_sheet(tiles, columns=2, pad=1, background=0)
     assert sheet.shape == (2 * 5 + 1, 2 * 7 + 1, 3)
     assert sheet[1, 1, 0] == 10 and sheet[1, 8, 0] == 20 and sheet[6, 1, 0] == 30 and sheet[6, 8, 0] == 0
 

@@ -340,7 +340,7 @@ def test_ablation_report_files(tmp_path):
 
 
 def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
-    from pose3d.cli import main
+    from pose3d.cli.main import main
 
     assert main(["tune", "--preset", "ablation", "--search", "demo"]) == 2
     assert "drop --search and --samples" in capsys.readouterr().err

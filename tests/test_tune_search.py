@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pose3d.data.schema import rows_to_table
+from pose3d.schema import rows_to_table
 from tests.shard_factory import make_rows, write_shard_set
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def _run_cli(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
     env["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     with open(log, "a") as fh:
         return subprocess.Popen(
-            [sys.executable, "-c", "import sys; from pose3d.cli import main; sys.exit(main())", *args],
+            [sys.executable, "-c", "import sys; from pose3d.cli.main import main; sys.exit(main())", *args],
             stdout=fh,
             stderr=subprocess.STDOUT,
             cwd=cwd,
@@ -118,8 +118,8 @@ def _trace(experiment: Path, trial_id: str) -> tuple[bytes, list[str]]:
 
 
 def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys):
-    from pose3d.cli import main
-    from pose3d.evaluate import evaluate_checkpoint
+    from pose3d.cli.main import main
+    from pose3d.eval.score import evaluate_checkpoint
     from pose3d.model.net import PoseNet
     from pose3d.train.checkpoint import load_model
     from tune import best

@@ -17,7 +17,7 @@ import pytest
 
 from data_prep import writer
 from data_prep.records import Camera, PersonSample, Quarantined, SourceTask
-from pose3d.data import pipeline
+from pose3d.data import shards
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
@@ -184,7 +184,7 @@ def _files(out: Path) -> dict[str, bytes]:
 def test_rows_and_shards_read_back(full_run):
     out, result = full_run
     folders = [str(out / "h36m" / split) for split in EXPECTED_ROWS]
-    rows = pipeline.read_shards(folders, columns=["row_id", "joints_2d", "split"]).take_all()
+    rows = shards.read_shards(folders, columns=["row_id", "joints_2d", "split"]).take_all()
     assert {split: sum(r["split"] == split for r in rows) for split in EXPECTED_ROWS} == EXPECTED_ROWS
     assert all(r["row_id"].startswith(f"h36m/{r['split']}/") for r in rows)
     assert np.asarray(rows[0]["joints_2d"]).shape == (32,)
@@ -205,7 +205,7 @@ def test_rows_and_shards_read_back(full_run):
 def test_labels_map_into_the_crop_and_back(full_run, raw):
     out, _ = full_run
     labels = raw[1]
-    data = pipeline.load_shards_numpy(str(out))
+    data = shards.load_shards_numpy(str(out))
     ids = list(data["row_id"])
     assert len(ids) == len(set(ids)) == 19
     assert set(ids) == {
@@ -239,8 +239,8 @@ def test_crop_pixels_follow_the_labels(full_run):
     """The blob drawn at head_top in the source image is at the stored crop coordinates (within
     0.1 crop px), for boxes that are enlarged (40 px) and shrunk 2.3x (100 px, area pre-filter)."""
     out, _ = full_run
-    data = pipeline.load_shards_numpy(str(out), columns=["image_jpeg", "joints_2d", "crop_to_image"])
-    images = pipeline.decode_images(data["image_jpeg"], rgb=False)
+    data = shards.load_shards_numpy(str(out), columns=["image_jpeg", "joints_2d", "crop_to_image"])
+    images = shards.decode_images(data["image_jpeg"], rgb=False)
     assert images.shape[1:] == (CROP, CROP, 3)
     scales, errors = [], []
     for image, joints, a in zip(images, data["joints_2d"], data["crop_to_image"], strict=True):
@@ -297,7 +297,7 @@ def test_crash_then_resume_equals_uninterrupted(full_run, raw, tmp_path):
     # Exactly the first two tasks finished; the crashed ones left staging files only, which no reader takes.
     done = sorted(p.name for p in (out / "h36m" / "_done").rglob("*.json"))
     assert done == ["t0.json", "t1.json"]
-    assert [Path(p).name for p in pipeline.list_shards(str(out))] == [
+    assert [Path(p).name for p in shards.list_shards(str(out))] == [
         "t0-00000.parquet", "t0-00001.parquet", "t1-00000.parquet", "t1-00001.parquet"
     ]  # fmt: skip
     assert any(p.is_file() for p in (out / "h36m" / "_tmp").rglob("*"))
@@ -305,7 +305,7 @@ def test_crash_then_resume_equals_uninterrupted(full_run, raw, tmp_path):
     resumed = writer.run_prep(reader, str(raw[0]), str(out), ["train", "test"], config=CONFIG)
     assert resumed.tasks_run == 4 and resumed.tasks_total == 6
     assert _files(out) == _files(out_full)  # byte-identical shards, markers and quarantine
-    ids = pipeline.load_shards_numpy(str(out), columns=["row_id"])["row_id"]
+    ids = shards.load_shards_numpy(str(out), columns=["row_id"])["row_id"]
     assert len(ids) == len(set(ids)) == 19
     assert not any(p.is_file() for p in (out / "h36m" / "_tmp").rglob("*"))
 

@@ -13,8 +13,8 @@ import json
 import math
 from typing import Any
 
+from pose3d import storage
 from pose3d.train.config import Config
-from tune import storage
 
 #: The four variants, in the paper's row order: config key -> value over the base config.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -151,9 +151,9 @@ def evaluate_variants(
     max_rows: int | None = None,
     baseline_from: str | None = None,
 ) -> dict[str, Any]:
-    """Score each variant's checkpoint on the given sets (``pose3d.evaluate.evaluate_checkpoint``).
+    """Score each variant's checkpoint on the given sets (``pose3d.eval.score.evaluate_checkpoint``).
     Returns {"variants": {name: {"checkpoint", set: evaluation}}, "rows": table rows}."""
-    from pose3d.evaluate import evaluate_checkpoint
+    from pose3d.eval.score import evaluate_checkpoint
 
     per_variant: dict[str, Any] = {}
     rows: dict[str, dict[str, float]] = {}

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from pose3d import storage
 from pose3d.train import schedule
-from tune import storage
 from tune.driver import METRIC, RUNS_DIR, SearchError, load_plan, trial_config, trial_setup
 
 #: Metrics shown and exported for each trial's best checkpoint.

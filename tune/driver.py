@@ -26,9 +26,9 @@ from typing import Any
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
+from pose3d import storage
 from pose3d.train import schedule
 from pose3d.train.config import Config, ConfigError, absolute_paths, config_from_dict
-from tune import storage
 from tune.space import SearchSpace, apply_overrides, parse_space, set_key, step_range
 
 log = logging.getLogger("pose3d.tune")

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from pose3d import geometry, skeleton, targets
-from pose3d.data.schema import CROP_MARGIN
+from pose3d.schema import CROP_MARGIN
 
 #: Columns the batch transform reads from shards.
 INPUT_COLUMNS = ("image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d", "has_3d")

@@ -231,7 +231,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     validator = None
     if rank == 0 and cfg.data.val_3d:
-        from pose3d.evaluate import Validator
+        from pose3d.eval.score import Validator
 
         validator = Validator(cfg.data.val_3d, cfg.data.val_rows, cfg.model.input_size, cfg.model.output_size)
     tb = _TensorBoard(cfg) if rank == 0 else None

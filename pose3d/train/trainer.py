@@ -29,7 +29,7 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     """One streaming pipeline per dataset: read shards -> decode + augment on CPU actors."""
     import ray.data
 
-    from pose3d.data.pipeline import read_shards
+    from pose3d.data.shards import read_shards
 
     aug = cfg.data.augment
     params = AugmentParams(aug.scale, aug.rotation_deg, aug.rotation_prob, aug.flip, aug.color_jitter)

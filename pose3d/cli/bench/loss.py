@@ -76,7 +76,7 @@ def _time_forward_backward(loss_fn: Callable, joints, rows, visible, warmup: int
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pose3d.cli import UserError
+    from pose3d.cli.errors import UserError
     from pose3d.losses import bone_ratio_loss
 
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or args.threads < 1:

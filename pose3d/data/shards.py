@@ -20,8 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pose3d import skeleton
-from pose3d.data import schema
+from pose3d import schema, skeleton
 
 if TYPE_CHECKING:
     import ray.data

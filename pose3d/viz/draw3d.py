@@ -2,7 +2,7 @@
 of per-action / per-group / per-joint scores, and crops with their predicted 2D skeleton beside the
 predicted and ground-truth 3D skeletons.
 
-Colours follow ``pose3d.viz``: the subject's right side red, left blue, spine and head green.
+Colours follow ``pose3d.viz.draw2d``: the subject's right side red, left blue, spine and head green.
 3D poses are in camera axes (x right, y down, z away from the camera, mm) and are drawn with the
 image's up as up, seen from slightly above and to the side.
 """
@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pose3d import skeleton, viz
+from pose3d import skeleton
+from pose3d.viz import draw2d
 
 #: (elevation, azimuth) of the 3D views, degrees: a little above and to the side of the camera.
 VIEW_3D = (12.0, -72.0)
@@ -25,7 +26,7 @@ HALF_EXTENT_MM = 1000.0
 
 
 def _rgb(side: str) -> tuple[float, float, float]:
-    b, g, r = viz.SIDE_COLORS[side]
+    b, g, r = draw2d.SIDE_COLORS[side]
     return (r / 255.0, g / 255.0, b / 255.0)
 
 
@@ -100,7 +101,7 @@ def draw_skeleton_3d(
                 [p[i, 2], p[j, 2]],
                 [-p[i, 1], -p[j, 1]],
                 linestyle=linestyle,
-                color=_rgb(viz.bone_side(b)),
+                color=_rgb(draw2d.bone_side(b)),
                 alpha=alpha,
                 linewidth=2,
                 label=label if b == 0 else None,
@@ -150,7 +151,7 @@ def skeleton_grid(
         ax_img = fig.add_subplot(rows, 2 * per_row, r * 2 * per_row + 2 * c + 1)
         bgr = np.ascontiguousarray(images[i][..., ::-1])
         thickness = max(1, int(round(images[i].shape[0] / 128)))
-        drawn = viz.draw_skeleton(
+        drawn = draw2d.draw_skeleton(
             bgr,
             joints_2d[i],
             None if visible is None else visible[i],
@@ -179,7 +180,7 @@ def prediction_figure(
     predicted 3D skeleton (16, 3) mm. Returns the PNG path."""
     h, w = image_rgb.shape[:2]
     thickness = max(1, int(round(max(h, w) / 250)))
-    drawn = viz.draw_skeleton(
+    drawn = draw2d.draw_skeleton(
         np.ascontiguousarray(image_rgb[..., ::-1]), joints_2d, thickness=thickness, radius=thickness + 2
     )[..., ::-1]
     aspect = w / h

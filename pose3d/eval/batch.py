@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pose3d.evaluate import (
+from pose3d.eval.score import (
     EVAL_COLUMNS,
     LABEL_COLUMNS,
     add_predictions,
@@ -44,7 +44,7 @@ def count_rows(files: Sequence[str]) -> int:
     """Rows in these shard files, from their Parquet footers (no data read)."""
     import pyarrow.parquet as pq
 
-    from pose3d.data.pipeline import resolve
+    from pose3d.data.shards import resolve
 
     def one(path: str) -> int:
         fs, inner = resolve(path)
@@ -109,7 +109,7 @@ def predict_dataset(
     """
     import ray
 
-    from pose3d.data.pipeline import list_shards, load_shards_numpy, read_shards
+    from pose3d.data.shards import list_shards, load_shards_numpy, read_shards
 
     ds = read_shards(data, columns=EVAL_COLUMNS)
     keep_ids = None

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pose3d.cli import UserError
+from pose3d.cli.errors import UserError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 

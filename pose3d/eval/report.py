@@ -1,5 +1,5 @@
 """Per-row scores -> the paper's tables (per action, per joint, per group, bone symmetry), written as
-JSON and Markdown. Pure numpy; the figures are ``pose3d.viz3d``'s.
+JSON and Markdown. Pure numpy; the figures are ``pose3d.viz.draw3d``'s.
 
 A report has one section per dataset found in the rows (the ``dataset`` column), scored by its kind
 (``evaluate.DATASET_KIND``); each table appears only when the rows have what it needs:
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from pose3d import metrics, skeleton
-from pose3d.data.schema import DATASETS
-from pose3d.evaluate import DATASET_KIND, RowScores
+from pose3d.eval.score import DATASET_KIND, RowScores
+from pose3d.schema import DATASETS
 
 #: 3DHP's test-set groups in the paper's column order, and how its table names them.
 GROUP_LABELS: dict[str, str] = {"studio_gs": "Studio GS", "studio_nogs": "Studio no GS", "outdoor": "Outdoor"}

@@ -7,20 +7,18 @@ import argparse
 import importlib
 import sys
 
+from pose3d.cli.errors import UserError
+
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "data_prep.cli",
-    "pose3d.demo",
-    "pose3d.train.cli",
-    "pose3d.submit",
-    "pose3d.eval_cli",
-    "tune.cli",
-    "pose3d.bench",
+    "pose3d.cli.prep",
+    "pose3d.cli.demo",
+    "pose3d.cli.train",
+    "pose3d.cli.submit",
+    "pose3d.cli.eval",
+    "pose3d.cli.tune",
+    "pose3d.cli.bench",
 )
-
-
-class UserError(Exception):
-    """A problem with the user's input: printed as one clear line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

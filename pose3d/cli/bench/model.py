@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pose3d.cli import UserError
+    from pose3d.cli.errors import UserError
     from pose3d.model import ModelConfig, PoseNet, count_parameters
 
     presets = {"paper": ModelConfig.paper, "small": ModelConfig.small}

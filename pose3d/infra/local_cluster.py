@@ -33,7 +33,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pose3d.raylocal import free_ports
+from pose3d.infra.ray_session import free_ports
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"

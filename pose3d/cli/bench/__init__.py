@@ -1,6 +1,6 @@
 """``pose3d bench NAME``: benchmarks that print figures (never asserted by tests).
 
-Each benchmark is a module ``pose3d.bench.<name>`` with ``HELP`` (one line),
+Each benchmark is a module ``pose3d.cli.bench.<name>`` with ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 
@@ -11,10 +11,10 @@ import importlib
 
 #: Benchmark name -> module. Modules import torch and ray inside run(), so --help stays fast.
 BENCHMARKS: dict[str, str] = {
-    "loss": "pose3d.bench.loss",
-    "prep": "pose3d.bench.prep",
-    "model": "pose3d.bench.model",
-    "train": "pose3d.bench.train",
+    "loss": "pose3d.cli.bench.loss",
+    "prep": "pose3d.cli.bench.prep",
+    "model": "pose3d.cli.bench.model",
+    "train": "pose3d.cli.bench.train",
 }
 
 

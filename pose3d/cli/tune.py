@@ -9,8 +9,8 @@ import shlex
 import sys
 from typing import Any
 
-from pose3d.cli import UserError
-from pose3d.raylocal import add_ray_arguments
+from pose3d.cli.errors import UserError
+from pose3d.infra.ray_session import add_ray_arguments
 
 TUNE_EPILOG = """\
 Every trial trains stages 2 and 3 from one stage-1 checkpoint: the search trains it first (stage 1
@@ -142,7 +142,7 @@ def run_tune(args: argparse.Namespace) -> int:
             raise UserError(str(err)) from None
     else:
         plan = _plan(args)
-    from pose3d.raylocal import init_ray
+    from pose3d.infra.ray_session import init_ray
 
     init_ray(args.address, args.num_cpus)
     try:

@@ -87,7 +87,7 @@ def _ray_in_memory(loop_config: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pose3d.cli import UserError
+    from pose3d.cli.errors import UserError
     from pose3d.train.config import ConfigError, load_config
 
     overrides = [f"data.batch_size={args.batch}", f"scaling.cpus_per_worker={args.threads}"]
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pose3d.raylocal import init_ray
+    from pose3d.infra.ray_session import init_ray
 
     init_ray()
     with tempfile.TemporaryDirectory() as storage:
@@ -172,7 +172,7 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
 
 
 def _synthetic_train_sets(root: str) -> tuple[str, str]:
-    from pose3d.cli import UserError
+    from pose3d.cli.errors import UserError
 
     lab, wild = os.path.join(root, "synthetic_lab", "train"), os.path.join(root, "synthetic_wild", "train")
     for path in (lab, wild):

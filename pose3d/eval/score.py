@@ -3,8 +3,8 @@
 Runs without Ray (in-memory, for validation inside training and for ``make demo``). ``pose3d eval``
 builds on the same pieces: ``prepare_rows`` (shard rows -> network input + labels) and
 ``add_predictions`` (the network, optionally with the flip test) run inside Ray Data
-(``pose3d.eval_ray``) or in memory (``predict_in_memory``); ``score_prediction_set`` gives per-row
-scores that ``pose3d.report`` aggregates into the paper's tables.
+(``pose3d.eval.batch``) or in memory (``predict_in_memory``); ``score_prediction_set`` gives per-row
+scores that ``pose3d.eval.report`` aggregates into the paper's tables.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from pose3d import decode, geometry, metrics, skeleton
 from pose3d.data.augment import identity_augmentation, make_batch
-from pose3d.data.schema import CROP_MARGIN
+from pose3d.schema import CROP_MARGIN
 
 #: Columns evaluation reads from shards.
 EVAL_COLUMNS = (
@@ -42,7 +42,7 @@ PCK_BOX_FRACTION = 0.1
 def load_rows(path: str, columns: tuple[str, ...], max_rows: int | None = None) -> dict[str, np.ndarray]:
     """Shard rows in memory; with ``max_rows``, that many spread evenly over the whole set (so a
     small validation set still covers every subject and action)."""
-    from pose3d.data.pipeline import load_shards_numpy
+    from pose3d.data.shards import load_shards_numpy
 
     rows = load_shards_numpy(path, columns)
     keep = select_rows(len(rows[columns[0]]), max_rows)
@@ -374,7 +374,7 @@ def load_rows_by_id(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pose3d.data.pipeline import column_to_numpy, list_shards, resolve
+    from pose3d.data.shards import column_to_numpy, list_shards, resolve
 
     wanted = list(dict.fromkeys(str(r) for r in row_ids))
     names = list(dict.fromkeys(("row_id", *columns)))

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from pose3d.cli import UserError
-from pose3d.data.schema import CROP_MARGIN
-from pose3d.raylocal import add_ray_arguments
+from pose3d.cli.errors import UserError
+from pose3d.infra.ray_session import add_ray_arguments
+from pose3d.schema import CROP_MARGIN
 
 #: Shard folders of the synthetic sets, relative to the shard root (``pose3d prep synthetic``).
 LAB_TRAIN, LAB_TEST = "synthetic_lab/train", "synthetic_lab/test"
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     from data_prep.synthetic import prepare
-    from pose3d.raylocal import init_ray
+    from pose3d.infra.ray_session import init_ray
 
     init_ray(num_cpus=args.num_cpus)
     print(f"== 1/3 synthetic data -> {shards}", flush=True)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         f"== 2/3 training ({cfg.run.name}: {' + '.join(str(s.steps) for s in cfg.train.stages)} steps)",
         flush=True,
     )
-    from pose3d.train.cli import train
+    from pose3d.cli.train import train
 
     t1 = time.perf_counter()
     result = train(cfg)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     print(f"== 3/3 evaluating {best.path} on the synthetic wild test set", flush=True)
-    from pose3d.evaluate import evaluate_checkpoint
+    from pose3d.eval.score import evaluate_checkpoint
 
     t2 = time.perf_counter()
     ev = evaluate_checkpoint(best.path, str(shards / WILD_TEST), baseline_from=str(shards / LAB_TRAIN))

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from pose3d.cli import UserError
-from pose3d.raylocal import add_ray_arguments
+from pose3d.cli.errors import UserError
+from pose3d.infra.ray_session import add_ray_arguments
 
 EVAL_EPILOG = """\
 Datasets are recognized by the shards' `dataset` column: h36m and synthetic_lab get the per-action
@@ -160,10 +160,10 @@ def run_eval(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
-    from pose3d.data.pipeline import NoShardsError, check_shards, list_shards
-    from pose3d.data.schema import ShardSchemaError
-    from pose3d.evaluate import predict_in_memory, score_prediction_set
-    from pose3d.report import build_report, write_json, write_markdown
+    from pose3d.data.shards import NoShardsError, check_shards, list_shards
+    from pose3d.eval.report import build_report, write_json, write_markdown
+    from pose3d.eval.score import predict_in_memory, score_prediction_set
+    from pose3d.schema import ShardSchemaError
 
     device = _device(args.device) if args.in_memory else "cpu"
     model = _load_model(args.checkpoint, device)  # checked here, before any Ray start
@@ -175,7 +175,7 @@ def run_eval(args: argparse.Namespace) -> int:
     except (NoShardsError, ShardSchemaError) as err:
         raise UserError(str(err)) from None
     if not args.in_memory:
-        from pose3d.raylocal import init_ray
+        from pose3d.infra.ray_session import init_ray
 
         init_ray(args.address, args.num_cpus)  # before the clock: start-up is not inference
     progress = Progress("eval")
@@ -193,7 +193,7 @@ def run_eval(args: argparse.Namespace) -> int:
             )
             engine = f"in memory on {device}"
         else:
-            from pose3d.eval_ray import predict_dataset
+            from pose3d.eval.batch import predict_dataset
 
             preds = predict_dataset(
                 checkpoint,
@@ -277,7 +277,7 @@ def write_figures(
 ) -> dict[str, dict[str, str]]:
     """Each dataset's bar chart(s) and sample grid as PNGs under ``out``. Returns dataset ->
     {caption: file name relative to ``out``}."""
-    from pose3d import viz3d
+    from pose3d.viz import draw3d
 
     figures: dict[str, dict[str, str]] = {}
     for name, sec in report["datasets"].items():
@@ -285,7 +285,7 @@ def write_figures(
         tag = _safe(name)
         if "actions" in sec:
             t = sec["actions"]
-            path = viz3d.bar_chart(
+            path = draw3d.bar_chart(
                 out / f"actions_{tag}.png",
                 t["actions"],
                 {
@@ -304,14 +304,14 @@ def write_figures(
                 label: [100 * v if v is not None else None for v in [*t["means"][k].values(), t["all"][k]]]
                 for k, label in (("pck3d", "3DPCK@150mm"), ("auc3d", "AUC"))
             }
-            path = viz3d.bar_chart(
+            path = draw3d.bar_chart(
                 out / f"groups_{tag}.png", cats, series, ylabel="%", title=f"{name}: 3DPCK and AUC per group"
             )
             figs["3DPCK and AUC per group"] = path.name
         if "pckh" in sec:
             cols = sec["pckh"]["columns"]
             series = {"PCKh@0.5": [None if v is None else 100 * v for v in cols.values()]}
-            path = viz3d.bar_chart(
+            path = draw3d.bar_chart(
                 out / f"pckh_{tag}.png", list(cols), series, ylabel="%", title=f"{name}: PCKh@0.5 per joint"
             )
             figs["PCKh per joint"] = path.name
@@ -336,14 +336,15 @@ def _sample_grid(
 ) -> Path:
     """Up to ``k`` rows of ``dataset`` from best to worst (MPJPE, else 2D PCK), re-read from the
     shards: crop + predicted 2D skeleton beside the predicted (true scale where known) and true 3D."""
-    from pose3d import geometry, viz3d
-    from pose3d.evaluate import load_rows_by_id, prepare_rows
+    from pose3d import geometry
+    from pose3d.eval.score import load_rows_by_id, prepare_rows
+    from pose3d.viz import draw3d
 
     idx = np.flatnonzero(preds["dataset"] == dataset)
     s = rs.scores
     has_3d = preds["has_3d"][idx].astype(bool)
     key = np.where(has_3d, s.mpjpe[idx], -s.pck2d[idx])
-    pick = idx[viz3d.spread_rows(key, k)]
+    pick = idx[draw3d.spread_rows(key, k)]
     rows = load_rows_by_id(data, preds["row_id"][pick])
     images = prepare_rows(rows, input_size, output_size)["image"].transpose(0, 2, 3, 1)
     joints = geometry.output_to_input_px(preds["pred_joints"][pick], input_size / output_size)
@@ -355,7 +356,7 @@ def _sample_grid(
         where = preds["action"][i] or preds["group"][i] or preds["subject"][i] or dataset
         score = f"MPJPE {s.mpjpe[i]:.0f} mm" if preds["has_3d"][i] else f"2D PCK {100 * s.pck2d[i]:.0f}%"
         labels.append(f"{where} | {score}")
-    return viz3d.skeleton_grid(path, images, joints, pred_3d, gt, labels=labels)
+    return draw3d.skeleton_grid(path, images, joints, pred_3d, gt, labels=labels)
 
 
 # --- pose3d predict --------------------------------------------------------------------------------
@@ -368,8 +369,9 @@ def run_predict(args: argparse.Namespace) -> int:
     import cv2
 
     from data_prep.crop import warp_crop
-    from pose3d import decode, geometry, skeleton, viz3d
-    from pose3d.evaluate import predict
+    from pose3d import decode, geometry, skeleton
+    from pose3d.eval.score import predict
+    from pose3d.viz import draw3d
 
     out = Path(args.out)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
@@ -401,7 +403,7 @@ def run_predict(args: argparse.Namespace) -> int:
     shown = cv2.resize(image, (round(w * shrink), round(h * shrink)), interpolation=cv2.INTER_AREA)
     joints_shown = (joints_img + 0.5) * shrink - 0.5
     title = f"{Path(args.image).name}" + (" (flip test)" if args.flip_test else "")
-    viz3d.prediction_figure(out, shown[..., ::-1], joints_shown, pose_mm, title)
+    draw3d.prediction_figure(out, shown[..., ::-1], joints_shown, pose_mm, title)
     if args.json:
         result = {
             "image": args.image,

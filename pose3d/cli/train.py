@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from pose3d.cli import UserError
-from pose3d.raylocal import add_ray_arguments
+from pose3d.cli.errors import UserError
+from pose3d.infra.ray_session import add_ray_arguments
 
 EPILOG = """\
 overrides are KEY=VALUE pairs applied over the config, e.g.
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
-    from pose3d.data.schema import ShardSchemaError
+    from pose3d.schema import ShardSchemaError
 
     try:
         result = train(cfg, address=args.address, num_cpus=args.num_cpus)
@@ -76,7 +76,7 @@ def train(cfg, address: str | None = None, num_cpus: int | None = None):
     """Run a training; print where its checkpoints are. Returns the Result, or None on failure."""
     from ray.train.v2.api.exceptions import TrainingFailedError
 
-    from pose3d.raylocal import init_ray
+    from pose3d.infra.ray_session import init_ray
     from pose3d.train.trainer import fit
 
     init_ray(address, num_cpus)

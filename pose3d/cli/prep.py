@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Any
 
-from pose3d.cli import UserError
+from pose3d.cli.errors import UserError
 
 #: Reader subcommand -> (reader name in data_prep.writer.READERS, default splits, one-line help).
 READER_COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -152,7 +152,7 @@ def _reader_parameters(list_tasks: Any) -> dict[str, inspect.Parameter]:
 
 
 def _add_writer_arguments(p: argparse.ArgumentParser) -> None:
-    from pose3d.data import schema
+    from pose3d import schema
 
     p.add_argument(
         "--shard-rows", type=int, default=1000, metavar="N", help="rows per shard (default %(default)s)"
@@ -194,7 +194,7 @@ def _add_writer_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_job_arguments(p: argparse.ArgumentParser, splits: tuple[str, ...] | None) -> None:
-    from pose3d.data import schema
+    from pose3d import schema
 
     p.add_argument("--out", required=True, metavar="URI", help="output folder or URI (s3://bucket/prefix)")
     p.add_argument(
@@ -247,10 +247,10 @@ def _writer_config(args: argparse.Namespace):
 
 
 def _check_out(out: str) -> None:
-    from pose3d.data import pipeline
+    from pose3d.data import shards
 
     try:
-        pipeline.resolve(out)
+        shards.resolve(out)
     except Exception as err:  # noqa: BLE001 - any failure to open the output is the user's to fix
         raise UserError(f"--out {out}: {err}") from err
 
@@ -349,12 +349,13 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    from pose3d.data import pipeline, schema
+    from pose3d import schema
+    from pose3d.data import shards
 
     try:
-        files = pipeline.list_shards(args.shards)
-        pipeline.check_shards(files)
-    except (pipeline.NoShardsError, schema.ShardSchemaError) as err:
+        files = shards.list_shards(args.shards)
+        shards.check_shards(files)
+    except (shards.NoShardsError, schema.ShardSchemaError) as err:
         raise UserError(str(err)) from err
     counts, total = count_rows(files)
     print(format_counts(counts))
@@ -373,11 +374,11 @@ def count_rows(files: list[str]) -> tuple[list[tuple[str, str, str, str, int]], 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pose3d.data import pipeline
+    from pose3d.data import shards
 
     tables = []
     for path in files:
-        fs, inner = pipeline.resolve(path)
+        fs, inner = shards.resolve(path)
         tables.append(pq.read_table(inner, columns=_GROUP_COLUMNS, filesystem=fs))
     table = pa.concat_tables(tables)
     grouped = table.group_by(_GROUP_COLUMNS).aggregate([([], "count_all")]).to_pylist()
@@ -401,12 +402,12 @@ def write_contact_sheet(files: list[str], out: str, n: int = 16, seed: int = 0) 
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pose3d import viz
-    from pose3d.data import pipeline
+    from pose3d.data import shards
+    from pose3d.viz import draw2d
 
     handles = []
     for path in files:
-        fs, inner = pipeline.resolve(path)
+        fs, inner = shards.resolve(path)
         handles.append(pq.ParquetFile(fs.open_input_file(inner)))
     sizes = np.array([h.metadata.num_rows for h in handles])
     picks = np.sort(np.random.default_rng(seed).choice(sizes.sum(), size=min(n, sizes.sum()), replace=False))
@@ -416,12 +417,12 @@ def write_contact_sheet(files: list[str], out: str, n: int = 16, seed: int = 0) 
     columns = ["image_jpeg", "joints_2d", "visible", "dataset", "subject", "action"]
     for f in np.unique(file_of):
         table = handles[f].read(columns=columns).take(picks[file_of == f] - starts[f])
-        data = {name: pipeline.column_to_numpy(name, table.column(name)) for name in columns}
-        images = [pipeline.decode_images([jpeg], rgb=False)[0] for jpeg in data["image_jpeg"]]
+        data = {name: shards.column_to_numpy(name, table.column(name)) for name in columns}
+        images = [shards.decode_images([jpeg], rgb=False)[0] for jpeg in data["image_jpeg"]]
         for k, image in enumerate(images):
-            tiles.append(viz.draw_skeleton(image, data["joints_2d"][k], data["visible"][k]))
+            tiles.append(draw2d.draw_skeleton(image, data["joints_2d"][k], data["visible"][k]))
             labels.append(
                 " ".join(x for x in (data["dataset"][k], data["subject"][k], data["action"][k]) if x)
             )
-    viz.save_image(out, viz.contact_sheet(tiles, labels=labels))
+    draw2d.save_image(out, draw2d.contact_sheet(tiles, labels=labels))
     return len(tiles)

@@ -139,7 +139,7 @@ def _synthetic_source(raw: Path, images: int, cores: int) -> tuple[str, tuple[st
 
 def run(args: argparse.Namespace) -> int:
     from data_prep import writer
-    from pose3d.cli import UserError
+    from pose3d.cli.errors import UserError
 
     cores = args.cores or len(os.sched_getaffinity(0))
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pose3d-bench-prep-"))
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         # The Ray Data job on all cores (Ray start-up reported apart).
         import ray
 
-        from pose3d.raylocal import init_ray
+        from pose3d.infra.ray_session import init_ray
 
         t0 = time.perf_counter()
         started_here = not ray.is_initialized()

@@ -1,0 +1,1 @@
+"""The ``pose3d`` command line: ``main`` dispatches to one module per command."""

@@ -1,0 +1,1 @@
+"""Evaluation: prediction (in memory and as a Ray Data job), the one scorer, and reports."""

@@ -1,0 +1,1 @@
+"""Running Ray: the local Ray session, a local multi-node cluster, and job submission."""

@@ -1,0 +1,1 @@
+"""Drawing: 2D skeletons on crops, 3D skeletons, and report figures (matplotlib, no Ray)."""
