@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,38 @@ SCHEMA_VERSION = 1
 DEFAULT_CROP_SIZE = 384
 CROP_MARGIN = 1.5
 
-DATASETS = ("h36m", "mpii", "3dhp", "synthetic_lab", "synthetic_wild", "synthetic_wild_test")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset the shards may hold: the one place a dataset is registered.
+
+    ``reader``: the ``pose3d prep`` reader that writes it, and ``reader_module``, the module that
+    implements that reader (imported only when used). ``eval_kind``: how evaluation scores it,
+    "h36m" (MPJPE per action), "mpii" (PCKh per joint) or "3dhp" (3DPCK/AUC per group).
+    """
+
+    name: str
+    reader: str
+    reader_module: str
+    eval_kind: str
+
+
+#: Every dataset, in the order reports list them. The synthetic sets stand in for the real ones
+#: they imitate and are scored the same way (docs/conventions.md, "Synthetic data").
+REGISTRY: tuple[DatasetEntry, ...] = (
+    DatasetEntry("h36m", "h36m", "data_prep.readers.h36m", "h36m"),
+    DatasetEntry("mpii", "mpii", "data_prep.readers.mpii", "mpii"),
+    DatasetEntry("3dhp", "3dhp", "data_prep.readers.mpi3dhp", "3dhp"),
+    DatasetEntry("synthetic_lab", "synthetic", "data_prep.synthetic.reader", "h36m"),
+    DatasetEntry("synthetic_wild", "synthetic", "data_prep.synthetic.reader", "mpii"),
+    DatasetEntry("synthetic_wild_test", "synthetic", "data_prep.synthetic.reader", "3dhp"),
+)
+DATASETS: tuple[str, ...] = tuple(d.name for d in REGISTRY)
+#: Dataset name -> evaluation kind ("h36m", "mpii", "3dhp").
+EVAL_KIND: dict[str, str] = {d.name: d.eval_kind for d in REGISTRY}
+#: Reader name -> the module implementing it.
+READERS: dict[str, str] = {d.reader: d.reader_module for d in REGISTRY}
 SPLITS = ("train", "val", "test")
 UNITS = {
     "joints_2d": "crop px (pixel centres at integers)",

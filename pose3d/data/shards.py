@@ -8,7 +8,6 @@ taken: the writer keeps its temporary files, done-markers and quarantine reports
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pose3d import schema, skeleton
+from pose3d import schema, skeleton, storage
+from pose3d.storage import resolve, to_uri
 
 if TYPE_CHECKING:
     import ray.data
@@ -47,50 +47,6 @@ class NoShardsError(FileNotFoundError):
     def __init__(self, path: str, reason: str = "no shards (*.parquet) found") -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
-
-
-def resolve(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
-    """A local path (relative allowed) or a URI (``s3://``, ``gs://``, ``file://``) -> the pyarrow
-    filesystem and the path within it (no trailing slash)."""
-    text = str(path_or_uri)
-    if "://" not in text:
-        return _LOCAL, os.path.abspath(os.path.expanduser(text)).rstrip("/") or "/"
-    scheme, rest = text.split("://", 1)
-    if scheme == "file":
-        return _LOCAL, os.path.abspath(rest).rstrip("/") or "/"
-    if scheme in ("s3", "gs", "gcs"):
-        # One filesystem object per bucket and credentials: creating an S3 filesystem may query the
-        # bucket's region. The key includes the environment it was configured from.
-        env = tuple(os.environ.get(k) for k in _FS_ENV)
-        return _remote_filesystem(f"{scheme}://{rest.split('/', 1)[0]}", env), rest.rstrip("/")
-    fs, path = pafs.FileSystem.from_uri(text)
-    return fs, path.rstrip("/") or "/"
-
-
-_LOCAL = pafs.LocalFileSystem()
-
-
-_FS_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_REGION",
-    "AWS_PROFILE",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-)
-
-
-@functools.lru_cache(maxsize=32)
-def _remote_filesystem(bucket_uri: str, env: tuple[str | None, ...]) -> pafs.FileSystem:
-    return pafs.FileSystem.from_uri(bucket_uri)[0]
-
-
-def to_uri(fs: pafs.FileSystem, path: str) -> str:
-    """The inverse of ``resolve``: a plain path for the local filesystem, ``scheme://path`` otherwise."""
-    if fs.type_name == "local":
-        return path
-    scheme = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs", "abfs": "abfs"}.get(fs.type_name, fs.type_name)
-    return f"{scheme}://{path}"
 
 
 def _is_hidden(relative: str) -> bool:

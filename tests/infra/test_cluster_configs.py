@@ -14,7 +14,7 @@ import yaml
 from pose3d.cli.main import build_parser
 from pose3d.cli.train import resolve_config
 
-CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
+CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 LAUNCHER_YAMLS = ["aws.yaml", "gcp.yaml"]
 
 

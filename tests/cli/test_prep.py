@@ -19,7 +19,7 @@ import pytest
 from pose3d.viz import draw2d
 from tests.shard_factory import write_shard_set
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POSE3D = Path(sys.executable).parent / "pose3d"
 
 
