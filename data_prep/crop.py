@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from data_prep.records import Camera, PersonSample, SourceTask
 from pose3d import geometry, schema, skeleton
+from pose3d.image import encode_jpeg, warp_crop
 
 #: Quarantine categories the writer itself produces.
 BAD_IMAGE = "bad image"
@@ -94,64 +94,6 @@ def _inside(xy: np.ndarray, w: int, h: int) -> np.ndarray:
     """(N, 2) px -> (N,) inside the image [-0.5, w - 0.5] x [-0.5, h - 0.5] (NaN -> False)."""
     with np.errstate(invalid="ignore"):
         return (xy[:, 0] >= -0.5) & (xy[:, 0] <= w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= h - 0.5)
-
-
-def warp_crop(image: np.ndarray, affine: np.ndarray, crop_size: int) -> np.ndarray:
-    """Resample ``image`` (H, W, 3) uint8 into the (crop_size, crop_size, 3) crop of ``affine`` (2, 3)
-    (source px -> crop px). Black outside the image.
-
-    Bilinear sampling aliases when shrinking more than 2x (a 2048-px 3DHP frame into a 384-px
-    crop), so the box region is first shrunk by an integer factor with area averaging and the
-    affine composed with that exact shrink; the result still obeys ``affine`` (pixel centres at
-    integers in both images).
-    """
-    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
-    factor = int(np.floor(1.0 / scale)) if scale < 0.5 else 1
-    if factor >= 2:
-        h, w = image.shape[:2]
-        corners = np.array(
-            [[-0.5, -0.5], [crop_size - 0.5, -0.5], [-0.5, crop_size - 0.5], [crop_size - 0.5] * 2]
-        )
-        src = geometry.apply_affine(corners, geometry.invert_affine(affine))
-        # The region the crop sees, padded by one shrunk pixel, aligned to the factor, clipped.
-        x0 = max(0, int(np.floor(src[:, 0].min())) - factor)
-        y0 = max(0, int(np.floor(src[:, 1].min())) - factor)
-        x1 = min(w, int(np.ceil(src[:, 0].max())) + 2 * factor)
-        y1 = min(h, int(np.ceil(src[:, 1].max())) + 2 * factor)
-        nx, ny = (x1 - x0) // factor, (y1 - y0) // factor
-        if nx >= 1 and ny >= 1:
-            region = image[y0 : y0 + ny * factor, x0 : x0 + nx * factor]
-            small = cv2.resize(region, (nx, ny), interpolation=cv2.INTER_AREA)
-            # small px u <- source px x: u = (x - x0 + 0.5) / factor - 0.5
-            to_small = np.array(
-                [[1 / factor, 0, (0.5 - x0) / factor - 0.5], [0, 1 / factor, (0.5 - y0) / factor - 0.5]]
-            )
-            image, affine = small, geometry.compose_affine(affine, geometry.invert_affine(to_small))
-        # else: the crop lies entirely outside the image; the plain warp gives the black crop.
-    return cv2.warpAffine(
-        image,
-        affine,
-        (crop_size, crop_size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
-    )
-
-
-def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-    """(H, W, 3) uint8 BGR -> baseline JPEG bytes; fixed parameters, so the bytes are reproducible."""
-    params = [
-        cv2.IMWRITE_JPEG_QUALITY,
-        int(quality),
-        cv2.IMWRITE_JPEG_OPTIMIZE,
-        0,
-        cv2.IMWRITE_JPEG_PROGRESSIVE,
-        0,
-    ]
-    ok, buf = cv2.imencode(".jpg", image, params)
-    if not ok:
-        raise RuntimeError("OpenCV failed to encode a JPEG")
-    return buf.tobytes()
 
 
 def make_row(sample: PersonSample, task: SourceTask, config: CropConfig) -> dict[str, Any] | str:

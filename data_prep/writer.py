@@ -44,18 +44,9 @@ import pyarrow.parquet as pq
 
 from data_prep import crop
 from data_prep.records import PersonSample, Quarantined, SourceTask
-from pose3d import schema
-from pose3d.data import shards
+from pose3d import schema, storage
 
 log = logging.getLogger(__name__)
-
-#: Reader name -> module (imported only when used, so a missing reader breaks only its own command).
-READERS: dict[str, str] = {
-    "h36m": "data_prep.readers.h36m",
-    "mpii": "data_prep.readers.mpii",
-    "3dhp": "data_prep.readers.mpi3dhp",
-    "synthetic": "data_prep.synthetic.reader",  # the generator's raw sets -> synthetic_* datasets
-}
 
 #: Fault injection for tests: crash the job once this many tasks are done (see ``process_task``).
 CRASH_ENV = "POSE3D_PREP_CRASH_AFTER_TASKS"
@@ -123,7 +114,7 @@ class Layout:
 
     def __init__(self, out: str) -> None:
         self.out = out
-        self.fs, self.root = shards.resolve(out)
+        self.fs, self.root = storage.resolve(out)
 
     def dataset_dir(self, dataset: str) -> str:
         return f"{self.root}/{dataset}"
@@ -355,13 +346,13 @@ def _fail_task(
 
 
 def resolve_reader(reader: ReaderSpec) -> tuple[ListTasks, ReadTask, str]:
-    """A reader name (``READERS``), module name, module, or (list_tasks, read_task) pair ->
+    """A reader name (``schema.READERS``), module name, module, or (list_tasks, read_task) pair ->
     (list_tasks, read_task, description). Raises ReaderUnavailable when the module is missing."""
     if isinstance(reader, tuple):
         list_tasks, read_task = reader
         return list_tasks, read_task, f"{list_tasks.__module__}.{list_tasks.__qualname__}"
     if isinstance(reader, str):
-        module_name = READERS.get(reader, reader)
+        module_name = schema.READERS.get(reader, reader)
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
@@ -519,7 +510,7 @@ def _check_params(layout: Layout, dataset: str, params: dict[str, Any]) -> None:
     diff = {k: (before.get(k), v) for k, v in params.items() if before.get(k) != v}
     if diff:
         details = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
-        where = shards.to_uri(layout.fs, path)
+        where = storage.to_uri(layout.fs, path)
         raise PrepMismatch(
             f"{where}: shards were made with other parameters ({details}); "
             "use the same ones or another output folder"

@@ -26,7 +26,6 @@ DEFAULT_CROP_SIZE = 384
 CROP_MARGIN = 1.5
 
 
-
 @dataclass(frozen=True)
 class DatasetEntry:
     """One dataset the shards may hold: the one place a dataset is registered.
@@ -71,8 +70,23 @@ UNITS = {
 _J = skeleton.NUM_JOINTS
 
 
-def _fixed(t: pa.DataType, n: int) -> pa.DataType:
-    return pa.list_(t, n)
+#: Row shape of each fixed-size list column: the one definition (Arrow stores these flat; readers
+#: reshape with it).
+ROW_SHAPES: dict[str, tuple[int, ...]] = {
+    "joints_2d": (_J, 2),
+    "visible": (_J,),
+    "joints_3d": (_J, 3),
+    "crop_to_image": (2, 3),
+    "camera_f": (2,),
+    "camera_c": (2,),
+    "camera_k": (3,),
+    "camera_p": (2,),
+    "head_box": (4,),
+}
+
+
+def _fixed(t: pa.DataType, column: str) -> pa.DataType:
+    return pa.list_(t, int(np.prod(ROW_SHAPES[column])))
 
 
 #: Column name -> (Arrow type, description).
@@ -80,17 +94,17 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "row_id": (pa.string(), "deterministic unique key: dataset/split/source/person"),
     "image_jpeg": (pa.binary(), "JPEG bytes of the square crop"),
     "crop_size": (pa.int32(), "crop side, px"),
-    "joints_2d": (_fixed(pa.float32(), _J * 2), "(16, 2) crop px"),
-    "visible": (_fixed(pa.bool_(), _J), "(16,) joint annotated (and inside the source image)"),
-    "joints_3d": (_fixed(pa.float32(), _J * 3), "(16, 3) camera mm; NaN when has_3d is false"),
+    "joints_2d": (_fixed(pa.float32(), "joints_2d"), "(16, 2) crop px"),
+    "visible": (_fixed(pa.bool_(), "visible"), "(16,) joint annotated (and inside the source image)"),
+    "joints_3d": (_fixed(pa.float32(), "joints_3d"), "(16, 3) camera mm; NaN when has_3d is false"),
     "has_3d": (pa.bool_(), "3D labels present"),
-    "crop_to_image": (_fixed(pa.float64(), 6), "2x3 affine crop px -> original px"),
-    "camera_f": (_fixed(pa.float64(), 2), "focal lengths px; NaN when unknown"),
-    "camera_c": (_fixed(pa.float64(), 2), "principal point px; NaN when unknown"),
-    "camera_k": (_fixed(pa.float64(), 3), "radial distortion; NaN when unknown"),
-    "camera_p": (_fixed(pa.float64(), 2), "tangential distortion; NaN when unknown"),
+    "crop_to_image": (_fixed(pa.float64(), "crop_to_image"), "2x3 affine crop px -> original px"),
+    "camera_f": (_fixed(pa.float64(), "camera_f"), "focal lengths px; NaN when unknown"),
+    "camera_c": (_fixed(pa.float64(), "camera_c"), "principal point px; NaN when unknown"),
+    "camera_k": (_fixed(pa.float64(), "camera_k"), "radial distortion; NaN when unknown"),
+    "camera_p": (_fixed(pa.float64(), "camera_p"), "tangential distortion; NaN when unknown"),
     "head_size": (pa.float32(), "crop px; NaN when no head box"),
-    "head_box": (_fixed(pa.float32(), 4), "original px; NaN when none"),
+    "head_box": (_fixed(pa.float32(), "head_box"), "original px; NaN when none"),
     "dataset": (pa.string(), "one of DATASETS"),
     "split": (pa.string(), "train | val | test"),
     "subject": (pa.string(), "subject / sequence id ('' when none)"),

@@ -31,7 +31,7 @@ import numpy as np
 
 from data_prep.synthetic import formats, sets
 from data_prep.synthetic.formats import LabRecord, TestRecord, WildRecord
-from pose3d import skeleton
+from pose3d import skeleton, storage
 
 FORMAT_VERSION = 1
 JPEG_QUALITY = 92
@@ -336,10 +336,6 @@ def _write_labels(path: Path, lab: list[dict], wild: list[dict], test: list[dict
 # --- prepare -------------------------------------------------------------------------------------
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
 def prepare(
     out: str,
     *,
@@ -368,8 +364,9 @@ def prepare(
     lab_trials = preset.pop("lab_trials")
     temporary = None
     if raw is None:
-        if _is_local(out):
-            raw = os.path.join(out.removeprefix("file://"), "raw")
+        fs, local = storage.resolve(out)
+        if fs.type_name == "local":
+            raw = os.path.join(local, "raw")
         else:
             temporary = tempfile.mkdtemp(prefix="pose3d-synthetic-raw-")
             raw = temporary

@@ -1,4 +1,4 @@
-"""The synthetic raw tree as one reader for the shard writer (``data_prep.writer.READERS``).
+"""The synthetic raw tree as one reader for the shard writer (``pose3d.schema.READERS``).
 
 It runs the real readers on the three sub-trees ``generate`` writes and labels their tasks with the
 synthetic dataset names, so the shards land in ``synthetic_lab`` / ``synthetic_wild`` /

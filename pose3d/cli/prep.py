@@ -21,7 +21,7 @@ from typing import Any
 
 from pose3d.cli.errors import UserError
 
-#: Reader subcommand -> (reader name in data_prep.writer.READERS, default splits, one-line help).
+#: Reader subcommand -> (reader name in pose3d.schema.READERS, default splits, one-line help).
 READER_COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "h36m": ("h36m", ("train", "test"), "Human3.6M (official videos + CDF, or mmpose's npz) -> shards"),
     "mpii": ("mpii", ("train", "val"), "MPII Human Pose (official .mat or HRNet/mmpose JSON) -> shards"),
@@ -133,9 +133,9 @@ class _KeepLinesFormatter(argparse.HelpFormatter):
 
 
 def _reader_options_text(reader: str) -> str:
-    from data_prep import writer
+    from pose3d import schema
 
-    module_name = writer.READERS.get(reader, reader)
+    module_name = schema.READERS.get(reader, reader)
     try:
         module = importlib.import_module(module_name)
         params = _reader_parameters(module.list_tasks)
@@ -351,13 +351,14 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 def _run_inspect(args: argparse.Namespace) -> int:
     from pose3d import schema
     from pose3d.data import shards
+    from pose3d.data.inspect import format_counts, rows_per_group
 
     try:
         files = shards.list_shards(args.shards)
         shards.check_shards(files)
     except (shards.NoShardsError, schema.ShardSchemaError) as err:
         raise UserError(str(err)) from err
-    counts, total = count_rows(files)
+    counts, total = rows_per_group(files)
     print(format_counts(counts))
     print(f"{total} rows in {len(files)} shard(s)")
     if args.n > 0 and total > 0:
@@ -366,63 +367,19 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-_GROUP_COLUMNS = ["dataset", "split", "subject", "action"]
-
-
-def count_rows(files: list[str]) -> tuple[list[tuple[str, str, str, str, int]], int]:
-    """Rows per (dataset, split, subject, action), sorted, and the total. Reads only those columns."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pose3d.data import shards
-
-    tables = []
-    for path in files:
-        fs, inner = shards.resolve(path)
-        tables.append(pq.read_table(inner, columns=_GROUP_COLUMNS, filesystem=fs))
-    table = pa.concat_tables(tables)
-    grouped = table.group_by(_GROUP_COLUMNS).aggregate([([], "count_all")]).to_pylist()
-    rows = sorted((g["dataset"], g["split"], g["subject"], g["action"], g["count_all"]) for g in grouped)
-    return rows, table.num_rows
-
-
-def format_counts(rows: list[tuple[str, str, str, str, int]]) -> str:
-    """A fixed-width table of ``count_rows``'s groups ("-" for an empty subject or action)."""
-    header = ("dataset", "split", "subject", "action", "rows")
-    cells = [header] + [(d, s, sub or "-", act or "-", str(n)) for d, s, sub, act, n in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(c[i].rjust(widths[i]) if i == 4 else c[i].ljust(widths[i]) for i in range(5)) for c in cells
-    ]
-    return "\n".join(lines)
-
-
 def write_contact_sheet(files: list[str], out: str, n: int = 16, seed: int = 0) -> int:
     """Draw ``n`` random rows (crops + 2D joints) of the shards into one PNG; returns how many."""
-    import numpy as np
-    import pyarrow.parquet as pq
 
     from pose3d.data import shards
+    from pose3d.image import decode_images
     from pose3d.viz import draw2d
 
-    handles = []
-    for path in files:
-        fs, inner = shards.resolve(path)
-        handles.append(pq.ParquetFile(fs.open_input_file(inner)))
-    sizes = np.array([h.metadata.num_rows for h in handles])
-    picks = np.sort(np.random.default_rng(seed).choice(sizes.sum(), size=min(n, sizes.sum()), replace=False))
-    file_of = np.searchsorted(np.cumsum(sizes), picks, side="right")
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    tiles, labels = [], []
     columns = ["image_jpeg", "joints_2d", "visible", "dataset", "subject", "action"]
-    for f in np.unique(file_of):
-        table = handles[f].read(columns=columns).take(picks[file_of == f] - starts[f])
-        data = {name: shards.column_to_numpy(name, table.column(name)) for name in columns}
-        images = [shards.decode_images([jpeg], rgb=False)[0] for jpeg in data["image_jpeg"]]
-        for k, image in enumerate(images):
-            tiles.append(draw2d.draw_skeleton(image, data["joints_2d"][k], data["visible"][k]))
-            labels.append(
-                " ".join(x for x in (data["dataset"][k], data["subject"][k], data["action"][k]) if x)
-            )
+    data = shards.sample_rows(files, n, seed, columns)
+    tiles, labels = [], []
+    for k, jpeg in enumerate(data["image_jpeg"]):
+        image = decode_images([jpeg], rgb=False)[0]
+        tiles.append(draw2d.draw_skeleton(image, data["joints_2d"][k], data["visible"][k]))
+        labels.append(" ".join(x for x in (data["dataset"][k], data["subject"][k], data["action"][k]) if x))
     draw2d.save_image(out, draw2d.contact_sheet(tiles, labels=labels))
     return len(tiles)

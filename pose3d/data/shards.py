@@ -8,37 +8,22 @@ taken: the writer keeps its temporary files, done-markers and quarantine reports
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pose3d import schema, skeleton, storage
+from pose3d import schema, skeleton
 from pose3d.storage import resolve, to_uri
 
 if TYPE_CHECKING:
     import ray.data
 
 _J = skeleton.NUM_JOINTS
-
-#: Row shape of each fixed-size list column (Arrow stores them flat).
-ROW_SHAPES: dict[str, tuple[int, ...]] = {
-    "joints_2d": (_J, 2),
-    "visible": (_J,),
-    "joints_3d": (_J, 3),
-    "crop_to_image": (2, 3),
-    "camera_f": (2,),
-    "camera_c": (2,),
-    "camera_k": (3,),
-    "camera_p": (2,),
-    "head_box": (4,),
-}
 
 
 class NoShardsError(FileNotFoundError):
@@ -140,7 +125,7 @@ def unflatten_columns(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Give the fixed-size columns of a numpy batch their row shapes, e.g. joints_2d (B, 32) ->
     (B, 16, 2). Other columns pass through."""
     out = dict(batch)
-    for name, shape in ROW_SHAPES.items():
+    for name, shape in schema.ROW_SHAPES.items():
         if name in out:
             out[name] = np.asarray(out[name]).reshape(-1, *shape)
     return out
@@ -150,7 +135,7 @@ def column_to_numpy(name: str, column: pa.ChunkedArray) -> np.ndarray:
     typ = column.type
     if pa.types.is_fixed_size_list(typ):
         flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return flat.reshape(len(column), *ROW_SHAPES[name])
+        return flat.reshape(len(column), *schema.ROW_SHAPES[name])
     if pa.types.is_string(typ) or pa.types.is_binary(typ):
         return np.array(column.to_pylist(), dtype=object)
     return column.to_numpy()
@@ -167,25 +152,40 @@ def load_shards_numpy(
     files = list_shards(paths)
     check_shards(files)
     names = list(columns) if columns is not None else list(schema.COLUMNS)
+    return table_to_numpy(read_table(files, names))
+
+
+def read_table(files: Sequence[str], columns: Sequence[str]) -> pa.Table:
+    """``columns`` of the shard ``files`` (as ``list_shards`` gives them) as one Arrow table, in
+    file order, without Ray and without a schema check."""
     tables = []
     for path in files:
         fs, inner = resolve(path)
-        tables.append(pq.read_table(inner, columns=names, filesystem=fs))
-    table = pa.concat_tables(tables)
-    return {name: column_to_numpy(name, table.column(name)) for name in names}
+        tables.append(pq.read_table(inner, columns=list(columns), filesystem=fs))
+    return pa.concat_tables(tables)
 
 
-def decode_images(jpegs: Sequence[bytes], rgb: bool = True) -> np.ndarray:
-    """JPEG crops -> (B, H, W, 3) uint8, RGB by default (BGR with ``rgb=False``).
+def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
+    """An Arrow table of shard columns -> column -> array with row shapes (``column_to_numpy``)."""
+    return {name: column_to_numpy(name, table.column(name)) for name in table.column_names}
 
-    Raises ValueError when a crop cannot be decoded or the crops differ in size.
-    """
-    images = []
-    for i, data in enumerate(jpegs):
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"crop {i} is not a decodable JPEG")
-        images.append(image[..., ::-1] if rgb else image)
-    if len({im.shape for im in images}) > 1:
-        raise ValueError(f"crops differ in size: {sorted({im.shape for im in images})}")
-    return np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
+
+def sample_rows(files: Sequence[str], n: int, seed: int, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """``n`` rows drawn uniformly without replacement (all rows when fewer) from the shard ``files``,
+    reading only the row groups' columns asked for; rows come in file order."""
+    handles = []
+    for path in files:
+        fs, inner = resolve(path)
+        handles.append(pq.ParquetFile(fs.open_input_file(inner)))
+    sizes = np.array([h.metadata.num_rows for h in handles])
+    total = int(sizes.sum())
+    picks = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+    file_of = np.searchsorted(np.cumsum(sizes), picks, side="right")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    parts = [
+        handles[f].read(columns=list(columns)).take(picks[file_of == f] - starts[f])
+        for f in np.unique(file_of)
+    ]
+    if not parts:
+        return {name: np.zeros(0) for name in columns}
+    return table_to_numpy(pa.concat_tables(parts))

@@ -16,6 +16,7 @@ import pytest
 
 from pose3d import schema
 from pose3d.data import shards
+from pose3d.image import decode_images
 from tests.shard_factory import make_rows, write_shard_set
 
 
@@ -119,9 +120,9 @@ def test_decode_images_channel_order():
     red_bgr = np.zeros((8, 8, 3), np.uint8)
     red_bgr[..., 2] = 255
     jpeg = cv2.imencode(".jpg", red_bgr, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
-    rgb = shards.decode_images([jpeg, jpeg])
+    rgb = decode_images([jpeg, jpeg])
     assert rgb.shape == (2, 8, 8, 3)
     assert rgb[0, 4, 4, 0] > 240 and rgb[0, 4, 4, 2] < 15
-    assert shards.decode_images([jpeg], rgb=False)[0, 4, 4, 2] > 240
+    assert decode_images([jpeg], rgb=False)[0, 4, 4, 2] > 240
     with pytest.raises(ValueError, match="crop 1 is not a decodable JPEG"):
-        shards.decode_images([jpeg, b"nope"])
+        decode_images([jpeg, b"nope"])

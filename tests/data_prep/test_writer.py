@@ -18,6 +18,7 @@ import pytest
 from data_prep import writer
 from data_prep.records import Camera, PersonSample, Quarantined, SourceTask
 from pose3d.data import shards
+from pose3d.image import decode_images
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
@@ -240,7 +241,7 @@ def test_crop_pixels_follow_the_labels(full_run):
     0.1 crop px), for boxes that are enlarged (40 px) and shrunk 2.3x (100 px, area pre-filter)."""
     out, _ = full_run
     data = shards.load_shards_numpy(str(out), columns=["image_jpeg", "joints_2d", "crop_to_image"])
-    images = shards.decode_images(data["image_jpeg"], rgb=False)
+    images = decode_images(data["image_jpeg"], rgb=False)
     assert images.shape[1:] == (CROP, CROP, 3)
     scales, errors = [], []
     for image, joints, a in zip(images, data["joints_2d"], data["crop_to_image"], strict=True):
