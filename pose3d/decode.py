@@ -12,7 +12,8 @@ from pose3d import geometry, skeleton
 
 
 def heatmaps_to_joints(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Argmax with a quarter-pixel shift toward the higher neighbour, per axis (SPEC).
+    """Argmax with a quarter-pixel shift toward the higher neighbour, per axis (docs/conventions.md,
+    Decoding).
 
     heatmaps (B, J, H, W). Returns joints (B, J, 2) in output px (x, y) and the peak values (B, J).
     """

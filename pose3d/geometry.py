@@ -1,9 +1,9 @@
 """Pure numpy geometry: the pixel convention, crop affines, cameras, alignments.
 
-Pixel convention (DECISIONS 5), defined here once and used by targets, augmentation and decoding:
-pixel centres sit at integer coordinates, so an image of width W spans x in [-0.5, W - 0.5]. This
-is OpenCV's convention, so ``cv2.warpAffine`` with the matrices below is exact. The output map of a
-network with input size I and output size O has stride I / O.
+Pixel convention (docs/conventions.md, Pixel convention), defined here once and used by targets,
+augmentation and decoding: pixel centres sit at integer coordinates, so an image of width W spans x
+in [-0.5, W - 0.5]. This is OpenCV's convention, so ``cv2.warpAffine`` with the matrices below is
+exact. The output map of a network with input size I and output size O has stride I / O.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training losses (SPEC "Targets and losses", DECISIONS 1-2), vectorized and masked.
+"""The training losses (docs/conventions.md, Loss contract and Geometric loss), vectorized and masked.
 
 Every masked term selects rows with ``torch.where`` on sanitized inputs, never by multiplying with
 a mask: a 2D-only row carries NaN depth targets, and ``0 * NaN`` would poison both the value and
@@ -22,8 +22,8 @@ GEO_ROWS_CHOICES: tuple[str, ...] = ("2d", "all")
 
 
 def heatmap_loss(pred_stacks: Sequence[Tensor], target: Tensor) -> Tensor:
-    """SPEC Eq. 1 with intermediate supervision: the mean squared error over all maps of the batch,
-    summed over the stacks.
+    """The paper's Eq. 1 with intermediate supervision: the mean squared error over all maps of the
+    batch, summed over the stacks (docs/conventions.md, Loss contract).
 
     pred_stacks: one (B, J, H, W) tensor per stack; target: (B, J, H, W). Returns a scalar.
     """
@@ -36,7 +36,8 @@ def heatmap_loss(pred_stacks: Sequence[Tensor], target: Tensor) -> Tensor:
 
 
 def depth_loss(pred: Tensor, target: Tensor, rows: Tensor) -> Tensor:
-    """The depth regression term of SPEC Eq. 2 (without λ_reg), as in the authors' code.
+    """The depth regression term of the paper's Eq. 2 (without λ_reg), as in the authors' code
+    (docs/conventions.md, Loss contract).
 
     pred, target: (B, 16) normalized depth; rows: (B,) bool, the rows with 3D labels. Per row the
     mean over the joints of the squared error, summed over the selected rows, divided by B.
@@ -65,8 +66,9 @@ def _group_tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]
 
 
 def bone_ratio_per_row(joints: Tensor, visible: Tensor | None = None) -> Tensor:
-    """SPEC Eq. 3 for each row: the sum over the four bone groups of the variance of the weighted
-    bone lengths (length times the authors' weight) over the group's valid bones.
+    """The paper's Eq. 3 for each row: the sum over the four bone groups of the variance of the
+    weighted bone lengths (length times the authors' weight) over the group's valid bones
+    (docs/conventions.md, Geometric loss).
 
     joints: (B, 16, 3) in any units (the trainer passes the normalized output frame); visible:
     (B, 16) bool or None (all visible). A bone is valid when both of its ends are visible; a group
@@ -100,7 +102,7 @@ def bone_ratio_per_row(joints: Tensor, visible: Tensor | None = None) -> Tensor:
 
 
 def bone_ratio_loss(joints: Tensor, rows: Tensor, visible: Tensor | None = None) -> Tensor:
-    """The geometric term L_geo (SPEC Eq. 3, DECISIONS 2), without λ_geo.
+    """The geometric term L_geo (paper Eq. 3; docs/conventions.md, Geometric loss), without λ_geo.
 
     joints: (B, 16, 3) (the trainer passes the normalized output frame: ground-truth xy, predicted
     z); rows: (B,) bool, the rows the term applies to; visible: (B, 16) bool or None. The per-row
@@ -117,7 +119,7 @@ def bone_ratio_loss(joints: Tensor, rows: Tensor, visible: Tensor | None = None)
 
 def joints_for_geometric_loss(xy_gt_norm: Tensor, depth_pred: Tensor) -> Tensor:
     """The 3D joints the geometric loss sees: ground-truth 2D (detached: it carries no gradient)
-    with the predicted depth (SPEC Eq. 3).
+    with the predicted depth (paper Eq. 3; docs/conventions.md, Geometric loss).
 
     xy_gt_norm: (B, 16, 2) normalized frame; depth_pred: (B, 16) normalized. Returns (B, 16, 3).
     """
@@ -126,8 +128,9 @@ def joints_for_geometric_loss(xy_gt_norm: Tensor, depth_pred: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """λ_reg, λ_geo (SPEC Eq. 2) and the rows the geometric term applies to (DECISIONS 1):
-    ``"2d"`` the 2D-only rows (the paper's method), ``"all"`` every row (its 3D/w geo baseline)."""
+    """λ_reg, λ_geo (paper Eq. 2; docs/conventions.md, Loss contract) and the rows the geometric
+    term applies to: ``"2d"`` the 2D-only rows (the paper's method), ``"all"`` every row (its 3D/w
+    geo baseline; docs/conventions.md, Geometric loss)."""
 
     reg: float
     geo: float

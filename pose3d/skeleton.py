@@ -1,7 +1,8 @@
 """The one definition of the 16-joint skeleton (MPII order) and of every mapping into it.
 
 Everything that needs the joint order, the bones, the geometric-loss groups or the canonical
-skeleton imports it from here (SPEC.md "Joints, bones, groups"; DECISIONS 3 and 4).
+skeleton imports it from here (docs/conventions.md, Joints and skeleton, Canonical skeleton and
+Joint mappings).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ for _a, _b in FLIP_PAIRS:
     FLIP_PERMUTATION[_a], FLIP_PERMUTATION[_b] = _b, _a
 del _a, _b
 
-# --- The geometric loss (SPEC Eq. 3; DECISIONS 2) ---------------------------------------------
+# --- The geometric loss (paper Eq. 3; docs/conventions.md, Geometric loss) -------------------------------
 #: Group name -> bones (indices into BONES). Torso bones are left out on purpose (paper).
 BONE_GROUPS: dict[str, tuple[int, ...]] = {
     "legs": (BONE_INDEX["r_lower_leg"], BONE_INDEX["r_upper_leg"],
@@ -53,8 +54,8 @@ BONE_GROUPS: dict[str, tuple[int, ...]] = {
     "hips": (BONE_INDEX["r_hip"], BONE_INDEX["l_hip"]),
     "shoulders": (BONE_INDEX["r_shoulder"], BONE_INDEX["l_shoulder"]),
 }  # fmt: skip
-#: The authors' per-bone weights (SPEC, from their code): a bone's length times its weight is the
-#: same for every bone of a group on their canonical skeleton.
+#: The authors' per-bone weights (from their code; docs/conventions.md, Geometric loss): a bone's
+#: length times its weight is the same for every bone of a group on their canonical skeleton.
 _BONE_WEIGHT_BY_NAME = {
     "r_lower_leg": 1.0085885, "l_lower_leg": 1.0085885, "r_upper_leg": 1.0, "l_upper_leg": 1.0,
     "r_lower_arm": 1.1375361, "l_lower_arm": 1.1375361, "r_upper_arm": 1.0, "l_upper_arm": 1.0,
@@ -75,10 +76,11 @@ for _g, _bones in enumerate(BONE_GROUPS.values()):
         GROUP_BONE_WEIGHT[_g, _s] = _BONE_WEIGHT_BY_NAME[BONE_NAMES[_bone]]
 del _g, _bones, _s, _bone
 
-# --- The canonical skeleton (DECISIONS 3) -----------------------------------------------------
+# --- The canonical skeleton (docs/conventions.md, Canonical skeleton) ---------------------------------
 #: The canonical bone-length sum of the 14 bones (mm), from the authors' code.
 CANONICAL_BONE_SUM_MM = 4296.99233
-# SPEC's mean 16-joint bone lengths of the Human3.6M S1 mocap (mm), left and right made equal.
+# The mean 16-joint bone lengths of the Human3.6M S1 mocap (mm), left and right made equal
+# (docs/conventions.md, Canonical skeleton).
 _MEAN_BONE_LENGTH_MM = {
     "lower_leg": 454.2, "upper_leg": 442.9, "hip": 132.9, "lower_arm": 251.7, "upper_arm": 278.9,
     "shoulder": (209.7 + 229.8) / 2, "spine": 572.8, "head": 115.0,
@@ -133,7 +135,8 @@ class JointMapping:
 
     ``source[i]`` is the source index of joint i, or -1 when the source has no such joint.
     ``derived[i] = (a, b)`` makes joint i the midpoint of source joints a and b; a derived joint is
-    computed in 3D and, where 2D is needed, projected (DECISIONS 4), never averaged in 2D.
+    computed in 3D and, where 2D is needed, projected, never averaged in 2D (docs/conventions.md,
+    Joint mappings).
     """
 
     name: str
@@ -191,11 +194,11 @@ _D = -1  # marks a derived or missing joint in the tables below
 #: mmpose's Human3.6M 17-joint order: pelvis, r_hip, r_knee, r_foot, l_hip, l_knee, l_foot, spine,
 #: thorax, neck_base, head, l_shoulder, l_elbow, l_wrist, r_shoulder, r_elbow, r_wrist. Its
 #: "thorax" (8) sits at the neck, its "neck_base" (9) at the MPII upper neck; the 16-joint thorax is
-#: the shoulders' midpoint (SPEC, the authors' code).
+#: the shoulders' midpoint (the authors' code; docs/conventions.md, Joint mappings).
 H36M17 = JointMapping(
     "h36m17", 17, (3, 2, 1, 4, 5, 6, 0, _D, 9, 10, 16, 15, 14, 11, 12, 13), derived={THORAX: (11, 14)}
 )
-#: Human3.6M's raw 32-joint mocap skeleton (names in SPEC).
+#: Human3.6M's raw 32-joint mocap skeleton (its joints are listed in docs/conventions.md, Joint mappings).
 H36M32 = JointMapping(
     "h36m32", 32, (3, 2, 1, 6, 7, 8, 0, _D, 14, 15, 27, 26, 25, 17, 18, 19), derived={THORAX: (17, 25)}
 )

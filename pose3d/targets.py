@@ -1,4 +1,4 @@
-"""Training targets from labels, vectorized over a batch (pure numpy; SPEC "Targets and losses").
+"""Training targets from labels, vectorized over a batch (pure numpy; docs/conventions.md, Targets).
 
 Coordinates follow ``pose3d.geometry``'s pixel convention; every size here is the output map's.
 """
@@ -9,7 +9,7 @@ import numpy as np
 
 from pose3d import skeleton
 
-#: Heatmap Gaussian σ in output pixels, at any output size (DECISIONS 5).
+#: Heatmap Gaussian σ in output pixels, at any output size (docs/conventions.md, Targets).
 HEATMAP_SIGMA = 1.0
 
 
@@ -46,7 +46,7 @@ def pixels_per_mm(joints_2d: np.ndarray, joints_3d: np.ndarray, visible: np.ndar
 
 
 def depth_targets(joints_3d: np.ndarray, px_per_mm: np.ndarray, out_size: int) -> np.ndarray:
-    """Normalized depth targets (B, 16) in [-1, 1] over the output map (SPEC).
+    """Normalized depth targets (B, 16) in [-1, 1] over the output map (docs/conventions.md, Targets).
 
     joints_3d (B, 16, 3) camera mm; px_per_mm (B,) from ``pixels_per_mm`` (output px). The root
     sits at the map's centre depth: z_px = (z - z_root) * s + out/2, z_norm = z_px / out * 2 - 1.

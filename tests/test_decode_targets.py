@@ -1,4 +1,5 @@
-"""targets.py and decode.py: render -> decode round trips and the depth scale (DECISIONS 5)."""
+"""targets.py and decode.py: render -> decode round trips and the depth scale (docs/conventions.md,
+Pixel convention and Targets)."""
 
 from __future__ import annotations
 

@@ -217,7 +217,8 @@ def test_h36m_derived_thorax_is_the_projection_of_the_3d_midpoint(h36m):
         thorax_2d = geometry.project(joints_3d[None, thorax], cam["f"], cam["c"], cam["k"], cam["p"])[0]
         mid_2d = (npz["part"][i, l_sho, :2] + npz["part"][i, r_sho, :2]) / 2
         # Perspective and distortion put the projected midpoint a fraction of a pixel away from the
-        # 2D midpoint: why DECISIONS 4 projects derived joints instead of averaging labels.
+        # 2D midpoint: why derived joints are projected instead of averaged from labels
+        # (docs/conventions.md, Joint mappings).
         assert 0.1 < np.linalg.norm(thorax_2d - mid_2d) < 1.0
 
 

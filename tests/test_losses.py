@@ -18,10 +18,11 @@ from pose3d.losses import (
 )
 
 NAN = float("nan")
-# The authors' weights and groups, written from SPEC (not imported), as (parent, child, weight).
+# The authors' weights and groups, written from docs/conventions.md (Geometric loss), not imported, as
+# (parent, child, weight).
 W_LOWER_LEG = 1.0085885
 W_LOWER_ARM = 1.1375361
-SPEC_GROUPS = (
+PAPER_GROUPS = (
     ((0, 1, W_LOWER_LEG), (1, 2, 1.0), (3, 4, 1.0), (4, 5, W_LOWER_LEG)),  # legs
     ((10, 11, W_LOWER_ARM), (11, 12, 1.0), (13, 14, 1.0), (14, 15, W_LOWER_ARM)),  # arms
     ((2, 6, 1.0), (3, 6, 1.0)),  # hips
@@ -35,7 +36,7 @@ def reference_bone_ratio(joints: np.ndarray, rows: np.ndarray, visible: np.ndarr
     for b in range(joints.shape[0]):
         if not rows[b]:
             continue
-        for group in SPEC_GROUPS:
+        for group in PAPER_GROUPS:
             values = []
             for a, c, w in group:
                 if visible[b, a] and visible[b, c]:

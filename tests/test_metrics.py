@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases (SPEC "Evaluation"; DECISIONS 6)."""
+"""Metrics against hand-computed cases (docs/conventions.md, Evaluation and PCKh)."""
 
 from __future__ import annotations
 

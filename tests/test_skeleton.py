@@ -1,5 +1,6 @@
-"""skeleton.py: joint order, bones, groups, canonical skeleton and mappings (SPEC "Joints, bones,
-groups"; DECISIONS 3, 4), with the Human3.6M exp-map mocap as real data."""
+"""skeleton.py: joint order, bones, groups, canonical skeleton and mappings
+(docs/conventions.md, Joints and skeleton, Canonical skeleton and Joint mappings), with the Human3.6M exp-map
+mocap as real data."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pose3d import skeleton
 from pose3d.skeleton import JOINT_INDEX as J
 from pose3d.skeleton import JOINT_NAMES
 
-# Written out from SPEC's bone list, by name.
+# Written out by name from the bone list in docs/conventions.md (Joints and skeleton).
 EXPECTED_BONES = {
     "r_lower_leg": {"r_ankle", "r_knee"},
     "r_upper_leg": {"r_knee", "r_hip"},
@@ -107,8 +108,9 @@ def test_canonical_lengths():
         assert value > 0
         if name.startswith("r_"):
             assert value == pytest.approx(lengths["l_" + name[2:]], abs=1e-12)
-    # SPEC's mean lengths scaled by the canonical sum over their own sum (4248.5 from SPEC's rounded
-    # means; SPEC's 4248.6 is the unrounded sum), e.g. lower leg 454.2 / 4248.5 * 4296.99233.
+    # The mean lengths of docs/conventions.md (Canonical skeleton) scaled by the canonical sum over
+    # their own sum (4248.5 from the rounded means; 4248.6 is the unrounded sum), e.g. lower leg
+    # 454.2 / 4248.5 * 4296.99233.
     spec_sum = 2 * (454.2 + 442.9 + 132.9 + 251.7 + 278.9) + 209.7 + 229.8 + 572.8 + 115.0
     assert lengths["r_lower_leg"] == pytest.approx(454.2 * 4296.99233 / spec_sum, rel=1e-9)
     assert lengths["spine"] == pytest.approx(572.8 * 4296.99233 / spec_sum, rel=1e-9)
@@ -180,7 +182,7 @@ def test_apply_rejects_wrong_joint_count():
         skeleton.H36M17.apply(np.zeros((2, 16, 3)))
 
 
-# --- real data: forward kinematics of the Human3.6M exp-map mocap (SPEC's 32-joint skeleton) ---
+# --- real data: forward kinematics of the Human3.6M exp-map mocap (docs/conventions.md, Joint mappings) ---
 
 _PARENTS = [
     -1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14,
@@ -207,7 +209,7 @@ def _expmap_to_rotation(r: np.ndarray) -> np.ndarray:
 
 
 def _forward_kinematics(frames: np.ndarray) -> np.ndarray:
-    """(N, 99) exp-map rows -> (N, 32, 3) mm, with row vectors (SPEC):
+    """(N, 99) exp-map rows -> (N, 32, 3) mm, with row vectors (docs/conventions.md, Joint mappings):
     R_i = E_i R_parent, p_i = o_i R_parent + p_parent."""
     n = len(frames)
     rot = [None] * 32
@@ -237,7 +239,8 @@ def test_expmap_forward_kinematics_gives_spec_bone_lengths(fixtures_dir):
     }  # fmt: skip
     for name, value in exact.items():
         np.testing.assert_allclose(lengths[:, bi[name]], value, rtol=1e-9, err_msg=name)
-    # Shoulders and spine span several moving joints; their spread is SPEC's +-20-26 mm.
+    # Shoulders and spine span several moving joints; their spread is +-20-26 mm
+    # (docs/conventions.md, Canonical skeleton).
     assert np.all(np.abs(lengths[:, bi["r_shoulder"]] - 209.7) < 80)
     assert np.all(np.abs(lengths[:, bi["spine"]] - 572.8) < 80)
     # The spine chain (0 -> 11 -> 12 -> 13 -> 14) cannot be longer than its offsets laid end to end.
@@ -257,7 +260,8 @@ def _every_tenth_frame(path) -> np.ndarray:
 
 
 def test_expmap_mean_bone_lengths_match_spec(fixtures_dir):
-    """SPEC's mean 16-joint bone lengths: every 10th frame of the 6 S1 files, 1298 frames."""
+    """The mean 16-joint bone lengths of docs/conventions.md (Canonical skeleton): every 10th frame
+    of the 6 S1 files, 1298 frames."""
     files = sorted((fixtures_dir / "mocap" / "h36m_expmap_S1").glob("*.txt"))
     assert len(files) == 6
     frames = np.concatenate([_every_tenth_frame(f) for f in files])
@@ -272,5 +276,5 @@ def test_expmap_mean_bone_lengths_match_spec(fixtures_dir):
         "r_upper_arm": 278.9,
     }
     for name, value in spec.items():
-        assert mean[name] == pytest.approx(value, abs=0.051), name  # SPEC rounds to 0.1 mm
+        assert mean[name] == pytest.approx(value, abs=0.051), name  # docs/conventions.md rounds to 0.1 mm
     assert sum(mean.values()) == pytest.approx(4248.6, abs=0.051)

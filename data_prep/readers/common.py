@@ -7,7 +7,7 @@ Conventions every reader follows (``data_prep.records``):
   1-based MATLAB pixels (MPII) are shifted by -1 on reading;
 - 3D joints are camera-frame millimetres;
 - a joint the source lacks but the 16 need (the thorax of Human3.6M and 3DHP) is derived in 3D and
-  its 2D label is the projection of that 3D point with the camera (DECISIONS 4);
+  its 2D label is the projection of that 3D point with the camera (docs/conventions.md, Joint mappings);
 - a bad record becomes ``Quarantined`` with a reason ``"<category>: <details>"`` (the writer counts
   by category, ``data_prep.crop.reason_category``); ``read_task`` never raises for one record.
   Non-finite label values are passed through: the writer's validation quarantines them

@@ -4,7 +4,8 @@ Splits (subjects; ``subjects=`` overrides, e.g. ``"S9,S11"`` or ``["S1"]``): tra
 S8; test S9, S11. ``layout="auto"`` picks "video" when ``<root>/S*/MyPoseFeatures`` exists, else
 "npz". Joints: mmpose's 17 (``skeleton.H36M17``) or the raw 32 (``skeleton.H36M32``) mapped to the
 16; the thorax is the 3D midpoint of the shoulders and its 2D the projection of that point with
-the camera, distortion included (DECISIONS 4). Pixels are 0-based with pixel centres at integers.
+the camera, distortion included (docs/conventions.md, Joint mappings). Pixels are 0-based with
+pixel centres at integers.
 ``PersonSample.frame`` is the 0-based video frame index; ``key`` is ``f"{frame:06d}"`` and the task
 id ``<subject>_<Action>[_<n>].<camera>`` in both layouts, so one frame has one row id either way.
 ``action`` is the canonical action (one of ``ACTIONS``; "TakingPhoto" -> "Photo", "WalkingDog" ->

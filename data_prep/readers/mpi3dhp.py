@@ -4,12 +4,13 @@ Split: "test" only (6 sequences TS1..TS6, 2929 valid frames). Joints: the test s
 (``skeleton.MPI3DHP17``: head_top, neck, r_sho, r_elb, r_wri, l_sho, l_elb, l_wri, r_hip, r_knee,
 r_ank, l_hip, l_knee, l_ank, pelvis, spine, head) mapped to the 16; the thorax is the 3D midpoint
 of the shoulders and its 2D the pinhole projection of that point with the sequence's intrinsics
-(no distortion; DECISIONS 4). ``subject`` is the sequence ("TS1"), ``group`` its evaluation group
-(``GROUPS``), ``action`` the activity name (``ACTIVITIES``; "" when unknown), ``frame`` the 0-based
-frame index (image ``img_000001.jpg`` is frame 0), ``key`` ``f"{frame:06d}"``, the task id the
-sequence: one frame has one row id in both layouts. ``annotation_3d`` records which 3D annotation
-the sample holds (DECISIONS 7). Box: the joints' bounding square x 1.2 (official layout; mmpose's
-own margin) or mmpose's centre/scale (npz).
+(no distortion; docs/conventions.md, Joint mappings). ``subject`` is the sequence ("TS1"),
+``group`` its evaluation group (``GROUPS``), ``action`` the activity name (``ACTIVITIES``; "" when
+unknown), ``frame`` the 0-based frame index (image ``img_000001.jpg`` is frame 0), ``key``
+``f"{frame:06d}"``, the task id the sequence: one frame has one row id in both layouts.
+``annotation_3d`` records which 3D annotation the sample holds (docs/conventions.md, 3DHP ground
+truth). Box: the joints' bounding square x 1.2 (official layout; mmpose's own margin) or mmpose's
+centre/scale (npz).
 
 Layout "official" (the released test set)::
 

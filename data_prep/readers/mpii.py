@@ -12,7 +12,7 @@ when ``<root>/images`` does not exist, ``<root>/<name>``). No camera (2D only).
 Person box: centre = ``objpos`` / ``center``, side = ``scale * 200`` px, the MPII convention. With
 ``hourglass_box=True`` the stacked-hourglass framing is used instead (centre moved down by
 15 * scale px, side x 1.25). A person without centre/scale gets the joints' bounding square x 1.2.
-Head box (``.mat`` only): x1, y1, x2, y2 px; head size = 0.6 x its diagonal (DECISIONS 6). The
+Head box (``.mat`` only): x1, y1, x2, y2 px; head size = 0.6 x its diagonal (docs/conventions.md, PCKh). The
 JSON has none: ``head_box`` None (NaN in the shard).
 
 People with fewer than ``min_joints`` annotated joints (default 4) are quarantined with reason

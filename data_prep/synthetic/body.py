@@ -1,10 +1,10 @@
 """Synthetic bodies: proportions, appearance, a posed skeleton and its volumes.
 
 A body's bones are the canonical ones (``skeleton.CANONICAL_BONE_LENGTHS_MM``) times a global
-scale and a per-bone factor of a few per cent, left and right alike (DECISIONS 3), so the
-geometric prior of the bone-ratio loss holds for it as it does for real people. The volumes are
-capsules (limbs, neck, shoulders, feet) and ellipsoids (head, chest, belly, pelvis, hands), with
-thicknesses that scale with the body.
+scale and a per-bone factor of a few per cent, left and right alike (docs/conventions.md,
+Synthetic data), so the geometric prior of the bone-ratio loss holds for it as it does for real
+people. The volumes are capsules (limbs, neck, shoulders, feet) and ellipsoids (head, chest, belly,
+pelvis, hands), with thicknesses that scale with the body.
 
 Besides the 16 joints a posed body gives the other joint sets the raw formats need: mmpose's
 Human3.6M 17 and 3DHP 17 orders and Human3.6M's raw 32-joint skeleton (``h36m17``, ``mpi3dhp17``,
@@ -154,7 +154,7 @@ class PosedBody:
         ])  # fmt: skip
 
     def h36m32(self) -> np.ndarray:
-        """(32, 3) in Human3.6M's raw mocap order (SPEC "Human3.6M's 32-joint mocap skeleton").
+        """(32, 3) in Human3.6M's raw mocap order (docs/conventions.md, Joint mappings).
 
         The joints ``skeleton.H36M32`` maps are the body's own; the others are placed plausibly:
         toes along the feet, the spine joints on the torso, the clavicle joints at the neck base,

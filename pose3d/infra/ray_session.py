@@ -1,5 +1,6 @@
 """Connecting to Ray: a cluster when one is named (``--address`` or RAY_ADDRESS, as inside a Ray
-job), else an in-process local instance sized so Ray Data never starves (RAY_NOTES)."""
+job), else an in-process local instance sized so Ray Data never starves (docs/design.md, Ray 2.60 facts,
+Data)."""
 
 from __future__ import annotations
 

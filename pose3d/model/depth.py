@@ -1,4 +1,5 @@
-"""The depth regressor ("half hourglass", SPEC "Network"), fed by the last stack's merged features."""
+"""The depth regressor ("half hourglass"; docs/design.md, Network), fed by the last stack's merged
+features."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class DepthRegressor(nn.Module):
     The merge of the last stack lives here (not in the 2D module) because only the regressor reads
     it, so a stage without depth leaves no 2D parameter without a gradient.
     Inputs x, ll (B, C, O, O), heatmaps (B, J, O, O); returns (B, J) depth in the normalized output
-    frame ([-1, 1] over the output map, root at 0; SPEC "Targets and losses").
+    frame ([-1, 1] over the output map, root at 0; docs/conventions.md, Targets).
     """
 
     def __init__(self, channels: int, num_joints: int, num_reg_modules: int, output_size: int) -> None:

@@ -1,5 +1,5 @@
 """The 2D module's parts: the recursive hourglass, one stack (hourglass -> heatmaps) and the
-feature merge that feeds the next stack (SPEC "Network")."""
+feature merge that feeds the next stack (docs/design.md, Network)."""
 
 from __future__ import annotations
 

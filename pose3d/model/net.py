@@ -1,4 +1,5 @@
-"""The whole network: stem -> stacked hourglasses (2D heatmaps) -> depth regressor (SPEC "Network")."""
+"""The whole network: stem -> stacked hourglasses (2D heatmaps) -> depth regressor (docs/design.md,
+Network)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ HOURGLASS_LEVELS = 4
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network sizes. Defaults are the paper's (SPEC "Network"); ``small()`` is a CPU-friendly one.
+    """Network sizes. Defaults are the paper's (docs/design.md, Network); ``small()`` is a CPU-friendly one.
 
     input_size, output_size: square input image and heatmap sides in px (input = 4 x output).
     num_features: F, channels of the stacks and the regressor. num_modules: residuals at each place

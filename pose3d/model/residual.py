@@ -7,7 +7,8 @@ from torch import nn
 
 
 class Residual(nn.Module):
-    """BN-ReLU-conv1x1(out/2)-BN-ReLU-conv3x3(out/2)-BN-ReLU-conv1x1(out), plus a skip (SPEC "Network").
+    """BN-ReLU-conv1x1(out/2)-BN-ReLU-conv3x3(out/2)-BN-ReLU-conv1x1(out), plus a skip
+    (docs/design.md, Network).
 
     The skip is the identity when ``in_channels == out_channels`` and a 1x1 conv otherwise. Convs
     keep their bias, as in the authors' code (so parameter counts match theirs). Spatial size is kept.
