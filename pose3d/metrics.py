@@ -1,4 +1,4 @@
-"""Evaluation metrics (pure numpy, vectorized over the batch; SPEC "Evaluation").
+"""Evaluation metrics (pure numpy, vectorized over the batch; docs/conventions.md, Evaluation).
 
 Every per-sample metric returns one value per row, so that per-action or per-group tables are a
 separate step (``per_group_mean``, ``per_action_table``). Joints follow ``pose3d.skeleton``'s 16-joint
@@ -30,7 +30,7 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def paper_mpjpe(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """The paper's Human3.6M MPJPE (SPEC "Evaluation"), per sample.
+    """The paper's Human3.6M MPJPE (docs/conventions.md, MPJPE and PA-MPJPE), per sample.
 
     pred (B, 16, 3) in any unit (e.g. output px from ``decode.to_3d_px``); gt (B, 16, 3) mm.
     The prediction is scaled about its root so its 14 bone lengths sum to the canonical sum
@@ -206,7 +206,7 @@ def pckh(
     head_size: np.ndarray,
     threshold: float = 0.5,
 ) -> PCKhResult:
-    """PCKh (MPII; DECISIONS 6).
+    """PCKh (MPII; docs/conventions.md, PCKh).
 
     pred, gt (B, 16, 2) px; visible (B, 16) bool (annotated joints); head_size (B,) the normalizer
     itself, 0.6 x head-box diagonal, in the same px. A joint is correct when
@@ -282,8 +282,8 @@ def pck3d(
 
     pred, gt (B, 16, 3) mm. ``shift_pelvis_hips``: None (default, off) or a fraction f; the
     predicted pelvis and both hips are first moved by f x (upper_neck - pelvis) of the prediction
-    (SPEC: the paper's 3DHP correction, f = 0.2 unverified), and the root alignment uses that moved
-    pelvis. Returns (B,) in [0, 1].
+    (the paper's 3DHP correction, f = 0.2 unverified; docs/conventions.md, 3DHP ground truth), and
+    the root alignment uses that moved pelvis. Returns (B,) in [0, 1].
     """
     err = _scored_3d_errors(pred, gt, joints, shift_pelvis_hips)
     return (err <= threshold).mean(axis=-1)
@@ -329,3 +329,27 @@ def bone_symmetry(joints: np.ndarray) -> dict[str, np.ndarray]:
         limb: np.abs(lengths[:, bi[left]] - lengths[:, bi[right]])
         for limb, (right, left) in SYMMETRY_LIMBS.items()
     }
+
+
+# --- 2D PCK with a per-row normalizer ---------------------------------------------------------
+
+
+def pck2d(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    visible: np.ndarray,
+    normalizer: np.ndarray,
+    threshold: float = 0.5,
+) -> np.ndarray:
+    """2D PCK per sample: the fraction of visible joints (all 16) within ``threshold`` x the row's
+    normalizer (``<=``).
+
+    pred, gt (B, J, 2) px; visible (B, J) bool; normalizer (B,) px (a head size, or a fraction of the
+    person box where a row has none). Unlike ``pckh`` the normalizer is not checked: each row gets
+    its own. Returns (B,) in [0, 1]; NaN for a row with no visible joint.
+    """
+    dist = np.linalg.norm(np.asarray(pred) - np.asarray(gt), axis=-1)
+    vis = np.asarray(visible).astype(bool)
+    correct = (dist <= threshold * np.asarray(normalizer)[:, None]) & vis
+    with np.errstate(invalid="ignore"):
+        return np.where(vis.any(-1), correct.sum(-1) / vis.sum(-1), np.nan)

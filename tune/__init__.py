@@ -1,2 +1,5 @@
 """Hyperparameter search and the paper's ablation on Ray Tune (``pose3d tune``, ``pose3d best``):
-``space`` (search-space YAML), ``driver`` (trials, Tuner, resume), ``best``, ``ablation``, ``cli``."""
+``space`` (search-space YAML), ``driver`` (trials, Tuner, resume), ``best``, ``ablation``.
+
+May import: training, evaluation and everything below. Not the command line.
+"""

@@ -2,7 +2,7 @@
 from one stage-1 checkpoint, each variant's best checkpoint scored on the lab test set, the wild
 2D set and the wild test set, and a comparison table laid out like the paper's.
 
-Variants (DECISIONS 1): 3D/wo geo = 3D data only, λ_geo 0; 3D/w geo = 3D only, the geometric
+Variants (docs/conventions.md, "Mixing"): 3D/wo geo = 3D data only, λ_geo 0; 3D/w geo = 3D only, the geometric
 term on every row (``loss.geo_rows=all``); 3D+2D/wo geo = half 2D-only rows, λ_geo 0;
 3D+2D/w geo = half 2D-only rows, the geometric term on the 2D rows (Eq. 2).
 """
@@ -33,7 +33,8 @@ COLUMNS: tuple[tuple[str, str, str, bool, bool], ...] = (
     ("wild_test_mpjpe", "Wild-test MPJPE (mm)", "-", False, False),
 )
 
-#: The paper's numbers for the same rows (SPEC "The paper's results"); no wild-test MPJPE there.
+#: The paper's numbers for the same rows (its ablation table: H36M MPJPE mm, MPII PCKh@0.5 %, 3DHP
+#: PCK % and AUC %); the paper has no wild-test MPJPE.
 _PAPER_KEYS = ("lab_mpjpe", "wild_pck2d", "wild_test_pck3d", "wild_test_auc3d")
 PAPER: dict[str, dict[str, float]] = {
     name: dict(zip(_PAPER_KEYS, values, strict=True))
@@ -59,8 +60,8 @@ def variant_overrides(cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 def scores_row(evaluations: dict[str, dict[str, Any] | None]) -> dict[str, float]:
-    """One table row from ``evaluate_checkpoint`` results on the lab test, wild 2D and wild test
-    sets (None where a set was not given): fractions and mm as they come."""
+    """One table row from ``pose3d.eval.score.evaluate_checkpoint`` results on the lab test, wild 2D
+    and wild test sets (None where a set was not given): fractions and mm as they come."""
     nan = math.nan
     lab, wild2d, wild = (evaluations.get(k) or {} for k in ("lab_test", "wild_2d", "wild_test"))
     get = lambda ev, key: float(ev.get("model", {}).get(key, nan))  # noqa: E731

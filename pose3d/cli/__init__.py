@@ -1,1 +1,4 @@
-"""The ``pose3d`` command line: ``main`` dispatches to one module per command."""
+"""The ``pose3d`` command line: ``main`` dispatches to one module per command.
+
+May import: everything; nothing imports it.
+"""

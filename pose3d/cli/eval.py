@@ -1,19 +1,21 @@
 """``pose3d eval``: score a checkpoint on shard sets (Ray Data batch inference) and write the paper's
-tables (JSON, Markdown) and figures; ``pose3d predict``: one image -> 2D overlay + 3D skeleton."""
+tables (JSON, Markdown) and figures; ``pose3d predict``: one image -> 2D overlay + 3D skeleton.
+
+The command line only: arguments, errors as ``UserError``, progress and printing. The work is
+``pose3d.eval``'s (``predict``, ``batch``, ``score``, ``report``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from pose3d import storage
 from pose3d.cli.errors import UserError
 from pose3d.infra.ray_session import add_ray_arguments
 
@@ -104,17 +106,12 @@ def _device(name: str | None) -> str:
 
 
 def _load_model(checkpoint: str, device: str):
-    from pose3d.train.checkpoint import load_model
+    from pose3d.model.io import load_model
 
     try:
         return load_model(checkpoint, map_location=device)
     except (FileNotFoundError, OSError, KeyError, RuntimeError) as err:
         raise UserError(f"--checkpoint {checkpoint}: cannot load a pose3d checkpoint ({err})") from None
-
-
-def _absolute(path: str) -> str:
-    """Local paths made absolute (Ray workers may run elsewhere); URIs unchanged."""
-    return path if "://" in path else str(Path(path).resolve())
 
 
 class Progress:
@@ -148,10 +145,6 @@ class Progress:
 # --- pose3d eval -----------------------------------------------------------------------------------
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def run_eval(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.shift_pelvis_hips is not None and not 0.0 <= args.shift_pelvis_hips < 1.0:
@@ -161,15 +154,16 @@ def run_eval(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     from pose3d.data.shards import NoShardsError, check_shards, list_shards
-    from pose3d.eval.report import build_report, write_json, write_markdown
-    from pose3d.eval.score import predict_in_memory, score_prediction_set
+    from pose3d.eval.predict import predict_in_memory
+    from pose3d.eval.report import write_report
+    from pose3d.eval.score import score_prediction_set
     from pose3d.schema import ShardSchemaError
 
     device = _device(args.device) if args.in_memory else "cpu"
     model = _load_model(args.checkpoint, device)  # checked here, before any Ray start
     cfg = model.config
-    data = [_absolute(d) for d in args.data]
-    checkpoint = _absolute(args.checkpoint)
+    data = [storage.absolute(d) for d in args.data]  # Ray workers do not run in this folder
+    checkpoint = storage.absolute(args.checkpoint)
     try:  # the shards too, before any Ray start
         check_shards(list_shards(data))
     except (NoShardsError, ShardSchemaError) as err:
@@ -231,13 +225,10 @@ def run_eval(args: argparse.Namespace) -> int:
         },
         "inference": {"engine": engine, "seconds": round(seconds, 2), "rows_per_s": round(n / seconds, 2)},
     }
-    report = build_report(preds, rs, meta)
     out = Path(args.out)
-    figures = write_figures(report, preds, rs, data, out, cfg.input_size, cfg.output_size, args.grid)
-    report["figures"] = figures
-    write_json(report, out / "report.json")
-    md = write_markdown(report, out / "report.md", figures)
+    report, md = write_report(out, preds, rs, meta, data, cfg.input_size, cfg.output_size, args.grid)
     _print_summary(report)
+    figures = report["figures"]
     print(f"report: {md} (and report.json, {sum(len(f) for f in figures.values())} figures) in {out}")
     return 0
 
@@ -265,113 +256,14 @@ def _print_summary(report: dict[str, Any]) -> None:
         print(f"{name}: " + ", ".join(parts))
 
 
-def write_figures(
-    report: dict[str, Any],
-    preds: dict[str, np.ndarray],
-    rs: Any,
-    data: list[str],
-    out: Path,
-    input_size: int,
-    output_size: int,
-    grid: int,
-) -> dict[str, dict[str, str]]:
-    """Each dataset's bar chart(s) and sample grid as PNGs under ``out``. Returns dataset ->
-    {caption: file name relative to ``out``}."""
-    from pose3d.viz import draw3d
-
-    figures: dict[str, dict[str, str]] = {}
-    for name, sec in report["datasets"].items():
-        figs: dict[str, str] = {}
-        tag = _safe(name)
-        if "actions" in sec:
-            t = sec["actions"]
-            path = draw3d.bar_chart(
-                out / f"actions_{tag}.png",
-                t["actions"],
-                {
-                    "MPJPE (paper)": [t["means"]["mpjpe"][a] for a in t["actions"]],
-                    "PA-MPJPE": [t["means"]["pa_mpjpe"][a] for a in t["actions"]],
-                },
-                reference={"MPJPE (paper)": t["average"]["mpjpe"], "PA-MPJPE": t["average"]["pa_mpjpe"]},
-                ylabel="mm",
-                title=f"{name}: error per action",
-            )
-            figs["Per-action error"] = path.name
-        if "groups" in sec:
-            t = sec["groups"]
-            cats = [t["labels"][g] for g in t["groups"]] + ["All"]
-            series = {
-                label: [100 * v if v is not None else None for v in [*t["means"][k].values(), t["all"][k]]]
-                for k, label in (("pck3d", "3DPCK@150mm"), ("auc3d", "AUC"))
-            }
-            path = draw3d.bar_chart(
-                out / f"groups_{tag}.png", cats, series, ylabel="%", title=f"{name}: 3DPCK and AUC per group"
-            )
-            figs["3DPCK and AUC per group"] = path.name
-        if "pckh" in sec:
-            cols = sec["pckh"]["columns"]
-            series = {"PCKh@0.5": [None if v is None else 100 * v for v in cols.values()]}
-            path = draw3d.bar_chart(
-                out / f"pckh_{tag}.png", list(cols), series, ylabel="%", title=f"{name}: PCKh@0.5 per joint"
-            )
-            figs["PCKh per joint"] = path.name
-        if grid > 0:
-            path = _sample_grid(
-                out / f"samples_{tag}.png", name, preds, rs, data, input_size, output_size, grid
-            )
-            figs["Sample predictions (best to worst)"] = path.name
-        figures[name] = figs
-    return figures
-
-
-def _sample_grid(
-    path: Path,
-    dataset: str,
-    preds: dict[str, np.ndarray],
-    rs: Any,
-    data: list[str],
-    input_size: int,
-    output_size: int,
-    k: int,
-) -> Path:
-    """Up to ``k`` rows of ``dataset`` from best to worst (MPJPE, else 2D PCK), re-read from the
-    shards: crop + predicted 2D skeleton beside the predicted (true scale where known) and true 3D."""
-    from pose3d import geometry
-    from pose3d.eval.score import load_rows_by_id, prepare_rows
-    from pose3d.viz import draw3d
-
-    idx = np.flatnonzero(preds["dataset"] == dataset)
-    s = rs.scores
-    has_3d = preds["has_3d"][idx].astype(bool)
-    key = np.where(has_3d, s.mpjpe[idx], -s.pck2d[idx])
-    pick = idx[draw3d.spread_rows(key, k)]
-    rows = load_rows_by_id(data, preds["row_id"][pick])
-    images = prepare_rows(rows, input_size, output_size)["image"].transpose(0, 2, 3, 1)
-    joints = geometry.output_to_input_px(preds["pred_joints"][pick], input_size / output_size)
-    has = preds["has_3d"][pick].astype(bool)
-    pred_3d = np.where(has[:, None, None], rs.pred_known_mm[pick], rs.pred_mm[pick])
-    gt = geometry.root_align(preds["joints_3d"][pick])
-    labels = []
-    for i in pick:
-        where = preds["action"][i] or preds["group"][i] or preds["subject"][i] or dataset
-        score = f"MPJPE {s.mpjpe[i]:.0f} mm" if preds["has_3d"][i] else f"2D PCK {100 * s.pck2d[i]:.0f}%"
-        labels.append(f"{where} | {score}")
-    return draw3d.skeleton_grid(path, images, joints, pred_3d, gt, labels=labels)
-
-
 # --- pose3d predict --------------------------------------------------------------------------------
-
-#: Longest side of the image as drawn by ``pose3d predict`` (px); larger images are shrunk.
-MAX_DISPLAY_SIDE = 900
 
 
 def run_predict(args: argparse.Namespace) -> int:
     import cv2
 
-    from data_prep.crop import warp_crop
-    from pose3d import decode, geometry, skeleton
-    from pose3d.eval.score import predict
-    from pose3d.viz import draw3d
+    from pose3d.eval.predict import image_prediction_record, predict_image
+    from pose3d.eval.report import prediction_figure
 
     out = Path(args.out)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
@@ -381,44 +273,17 @@ def run_predict(args: argparse.Namespace) -> int:
     image = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if image is None:
         raise UserError(f"{args.image}: not a readable image")
-    h, w = image.shape[:2]
-    # Boxes are in corner coordinates (pixel i spans [i, i + 1)); geometry puts pixel centres at integers.
-    x1, y1, x2, y2 = args.box if args.box else (0.0, 0.0, float(w), float(h))
-    if not (x2 > x1 and y2 > y1):
-        raise UserError(f"--box {x1:g} {y1:g} {x2:g} {y2:g}: needs x2 > x1 and y2 > y1")
+    if args.box:
+        x1, y1, x2, y2 = args.box
+        if not (x2 > x1 and y2 > y1):
+            raise UserError(f"--box {x1:g} {y1:g} {x2:g} {y2:g}: needs x2 > x1 and y2 > y1")
     device = _device(args.device)
     model = _load_model(args.checkpoint, device)
-    cfg = model.config
-    centre = np.array([(x1 + x2) / 2 - 0.5, (y1 + y2) / 2 - 0.5])
-    side = max(x2 - x1, y2 - y1) * args.margin
-    affine = geometry.crop_affine(centre, side, cfg.input_size)
-    crop = warp_crop(image, affine, cfg.input_size)
-    batch = np.ascontiguousarray(crop[..., ::-1].transpose(2, 0, 1)[None])  # (1, 3, S, S) RGB
-    joints_out, depth = predict(model, batch, device, flip_test=args.flip_test)
-    joints_in = geometry.output_to_input_px(joints_out, cfg.stride)
-    joints_img = geometry.apply_affine(joints_in, geometry.invert_affine(affine))[0]  # (16, 2) image px
-    pose_mm = decode.to_3d_mm(joints_out, depth, cfg.output_size)[0]
-
-    shrink = min(1.0, MAX_DISPLAY_SIDE / max(h, w))
-    shown = cv2.resize(image, (round(w * shrink), round(h * shrink)), interpolation=cv2.INTER_AREA)
-    joints_shown = (joints_img + 0.5) * shrink - 0.5
+    result = predict_image(model, image, args.box, args.margin, device=device, flip_test=args.flip_test)
     title = f"{Path(args.image).name}" + (" (flip test)" if args.flip_test else "")
-    draw3d.prediction_figure(out, shown[..., ::-1], joints_shown, pose_mm, title)
+    prediction_figure(out, image, result, title)
     if args.json:
-        result = {
-            "image": args.image,
-            "box": [x1, y1, x2, y2],
-            "margin": args.margin,
-            "flip_test": args.flip_test,
-            "joint_names": list(skeleton.JOINT_NAMES),
-            "joints_2d_px": np.round(joints_img, 2).tolist(),
-            "joints_3d_mm": np.round(pose_mm, 1).tolist(),
-            "units": {
-                "joints_2d_px": "image px, pixel centres at integers",
-                "joints_3d_mm": "root-relative camera axes at the canonical skeleton's scale",
-            },
-        }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        record = image_prediction_record(result, args.image, args.margin, args.flip_test)
+        storage.write_text(args.json, json.dumps(record, indent=2) + "\n")
     print(f"predicted {args.image} -> {out}" + (f", {args.json}" if args.json else ""))
     return 0

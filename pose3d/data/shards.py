@@ -189,3 +189,35 @@ def sample_rows(files: Sequence[str], n: int, seed: int, columns: Sequence[str])
     if not parts:
         return {name: np.zeros(0) for name in columns}
     return table_to_numpy(pa.concat_tables(parts))
+
+
+def rows_by_id(
+    paths: str | Sequence[str], row_ids: Sequence[str], columns: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The rows with these ``row_id`` values (in that order) from the shards under ``paths``, read with
+    a filter so only the matching rows are kept in memory (the images of a figure). Raises KeyError
+    naming an id that is not there."""
+    wanted = list(dict.fromkeys(str(r) for r in row_ids))
+    names = list(dict.fromkeys(("row_id", *columns)))
+    tables = []
+    for shard in list_shards(paths):
+        fs, inner = resolve(shard)
+        tables.append(pq.read_table(inner, columns=names, filters=[("row_id", "in", wanted)], filesystem=fs))
+    table = pa.concat_tables(tables)
+    found = {rid: i for i, rid in enumerate(table.column("row_id").to_pylist())}
+    missing = [r for r in wanted if r not in found]
+    if missing:
+        raise KeyError(f"{paths}: no row with row_id {missing[0]!r}")
+    order = [found[str(r)] for r in row_ids]
+    return {name: column_to_numpy(name, table.column(name))[order] for name in columns}
+
+
+def count_shard_rows(files: Sequence[str]) -> int:
+    """Rows in these shard files, from their Parquet footers (no data read)."""
+
+    def one(path: str) -> int:
+        fs, inner = resolve(path)
+        return pq.read_metadata(inner, filesystem=fs).num_rows
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
+        return sum(pool.map(one, files))

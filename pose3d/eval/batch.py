@@ -1,8 +1,9 @@
 """Batch inference over shard sets with Ray Data: ``read_shards`` -> decode and crop (CPU tasks) ->
-``ModelActor`` (a pool of actors, one GPU each when the cluster has GPUs, else CPU) -> per-row
-predictions and labels back to the driver as numpy (``evaluate.add_predictions`` rows).
+``ModelActor`` (a pool of actors, one GPU each when the cluster has GPUs, else CPU) -> a prediction
+set back to the driver as numpy (``pose3d.eval.predict.add_predictions`` rows), for
+``pose3d.eval.score`` to score.
 
-The same functions as the in-memory path (``evaluate.prepare_rows``, ``evaluate.add_predictions``)
+The same functions as the in-memory path (``predict.prepare_rows``, ``predict.add_predictions``)
 run inside the tasks and actors, so both paths give the same numbers.
 """
 
@@ -12,12 +13,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from pose3d.eval.score import (
+from pose3d.data import shards
+from pose3d.eval.predict import (
     EVAL_COLUMNS,
     LABEL_COLUMNS,
     add_predictions,
@@ -32,26 +33,12 @@ log = logging.getLogger("pose3d")
 def _prepare(
     rows: dict[str, np.ndarray], input_size: int, output_size: int, keep_ids: np.ndarray | None
 ) -> dict[str, np.ndarray]:
-    """Ray Data task: shard rows -> network input + labels (``evaluate.prepare_rows``), keeping only
+    """Ray Data task: shard rows -> network input + labels (``predict.prepare_rows``), keeping only
     ``keep_ids`` rows when given."""
     if keep_ids is not None:
         keep = np.isin(np.asarray(rows["row_id"]).astype(str), keep_ids)
         rows = {k: np.asarray(v)[keep] for k, v in rows.items()}
     return prepare_rows(rows, input_size, output_size)
-
-
-def count_rows(files: Sequence[str]) -> int:
-    """Rows in these shard files, from their Parquet footers (no data read)."""
-    import pyarrow.parquet as pq
-
-    from pose3d.data.shards import resolve
-
-    def one(path: str) -> int:
-        fs, inner = resolve(path)
-        return pq.read_metadata(inner, filesystem=fs).num_rows
-
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
-        return sum(pool.map(one, files))
 
 
 class ModelActor:
@@ -64,7 +51,7 @@ class ModelActor:
     def __init__(self, checkpoint: str, flip_test: bool, batch_size: int, use_gpu: bool) -> None:
         import torch
 
-        from pose3d.train.checkpoint import load_model
+        from pose3d.model.io import load_model
 
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":
@@ -101,15 +88,15 @@ def predict_dataset(
     """Predictions for every row of the shard sets under ``data`` (Ray must be initialized).
 
     ``checkpoint`` must be readable from every node (local on one machine, s3:// on a cluster).
-    ``max_rows``: that many rows spread evenly (``evaluate.select_rows``, as the in-memory path).
+    ``max_rows``: that many rows spread evenly (``predict.select_rows``, as the in-memory path).
     ``actors``: model actors (default: one per GPU, or 1 on CPU). ``use_gpu``: default when the
     cluster has GPUs. ``cpus_per_actor``: CPUs (torch threads) of a CPU actor.
     ``progress(rows_done, rows_total)`` is called as batches arrive.
-    Returns the prediction set: per-row numpy arrays (``evaluate.add_predictions``'s keys).
+    Returns the prediction set: per-row numpy arrays (``predict.add_predictions``'s keys).
     """
     import ray
 
-    from pose3d.data.shards import list_shards, load_shards_numpy, read_shards
+    from pose3d.data.shards import load_shards_numpy, read_shards
 
     ds = read_shards(data, columns=EVAL_COLUMNS)
     keep_ids = None
@@ -117,7 +104,7 @@ def predict_dataset(
         ids = load_shards_numpy(data, ["row_id"])["row_id"].astype(str)
         keep = select_rows(len(ids), max_rows)
         keep_ids = None if keep is None else ids[keep]
-    total = len(keep_ids) if keep_ids is not None else count_rows(list_shards(data))
+    total = len(keep_ids) if keep_ids is not None else shards.count_shard_rows(shards.list_shards(data))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = gpus > 0 if use_gpu is None else use_gpu
     if use_gpu and gpus == 0:

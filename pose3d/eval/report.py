@@ -1,10 +1,12 @@
-"""Per-row scores -> the paper's tables (per action, per joint, per group, bone symmetry), written as
-JSON and Markdown. Pure numpy; the figures are ``pose3d.viz.draw3d``'s.
+"""The scorer's per-row scores (``pose3d.eval.score.RowScores``) -> the paper's tables (per action,
+per joint, per group, bone symmetry), written as JSON and Markdown, and the report's figures (bar
+charts, sample grids; drawn by ``pose3d.viz.draw3d``). ``pose3d eval`` and ``pose3d predict`` write
+through here.
 
 A report has one section per dataset found in the rows (the ``dataset`` column), scored by its kind
-(``evaluate.DATASET_KIND``); each table appears only when the rows have what it needs:
+(``schema.EVAL_KIND``); each table appears only when the rows have what it needs:
 - "h36m" kind with 3D labels: MPJPE (paper protocol and plain) and PA-MPJPE per action, in the
-  paper's 15-action order, with the average over actions (SPEC "Evaluation").
+  paper's 15-action order, with the average over actions (docs/conventions.md, "Evaluation").
 - "mpii" kind with head sizes: PCKh@0.5 per joint in the MPII table's columns, mean and total.
 - "3dhp" kind with 3D labels: 3DPCK, AUC and MPJPE per group (Studio GS, Studio no GS, Outdoor)
   and over all rows.
@@ -18,15 +20,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pose3d import metrics, skeleton
-from pose3d.eval.score import DATASET_KIND, RowScores
-from pose3d.schema import DATASETS
+from pose3d import geometry, metrics, skeleton, storage
+from pose3d.data.shards import rows_by_id
+from pose3d.eval.predict import EVAL_COLUMNS, ImagePrediction, prepare_rows
+from pose3d.eval.score import RowScores
+from pose3d.schema import DATASETS, EVAL_KIND
 
 #: 3DHP's test-set groups in the paper's column order, and how its table names them.
 GROUP_LABELS: dict[str, str] = {"studio_gs": "Studio GS", "studio_nogs": "Studio no GS", "outdoor": "Outdoor"}
@@ -137,7 +142,8 @@ def pckh_table(
     """PCKh in the MPII table's layout.
 
     pred, gt (B, 16, 2) px; visible (B, 16) bool; head_size (B,) the normalizer in the same px, NaN
-    where the row has no head box (DECISIONS 6: such rows are left out and counted). Returns
+    where the row has no head box (such rows are left out and counted: ``metrics.pckh`` needs a
+    positive normalizer for every visible joint; docs/conventions.md, "PCKh"). Returns
     {"threshold", "columns": {Head..Ankle: mean of the paired joints' PCKh, "Mean", "Total"},
     "per_joint": {joint: PCKh or None}, "rows", "excluded_no_head_size"}, or None when no row has a
     head size.
@@ -187,7 +193,8 @@ def _dataset_order(names: np.ndarray) -> list[str]:
 
 
 def _annotation_note(kind: str, counts: dict[str, int]) -> str | None:
-    """DECISIONS 7: say which 3D annotation the rows hold; warn when 3DHP rows lack univ_annot3."""
+    """Say which 3D annotation the rows hold; warn when 3DHP rows lack univ_annot3, the official
+    ground truth (docs/conventions.md, "3DHP ground truth")."""
     if not counts:
         return None
     named = ", ".join(f"{k or 'unnamed (camera mm)'} ({n} rows)" for k, n in sorted(counts.items()))
@@ -201,7 +208,7 @@ def dataset_section(
     preds: Mapping[str, np.ndarray], rs: RowScores, rows: np.ndarray, dataset: str
 ) -> dict[str, Any]:
     """The report section of one dataset: ``rows`` (N,) bool selects its rows of ``preds``/``rs``."""
-    kind = DATASET_KIND.get(dataset, "other")
+    kind = EVAL_KIND.get(dataset, "other")
     s = {k: np.asarray(v)[rows] for k, v in vars(rs.scores).items()}
     has_3d = np.asarray(preds["has_3d"], bool)[rows]
     annotations = np.asarray(preds["annotation_3d"]).astype(str)[rows][has_3d]
@@ -237,7 +244,7 @@ def dataset_section(
             if table["excluded_no_head_size"]:
                 section["notes"].append(
                     f"PCKh: {table['excluded_no_head_size']} rows without a head size left out "
-                    f"(DECISIONS 6), {table['rows']} scored."
+                    f"(docs/conventions.md, PCKh), {table['rows']} scored."
                 )
     gt = np.asarray(preds["joints_3d"], np.float64)[rows][has_3d]
     section["bone_symmetry"] = symmetry_table(
@@ -274,9 +281,9 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
+    """The report as strict JSON (NaN -> null)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
+    storage.write_text(str(path), json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -403,7 +410,149 @@ def to_markdown(report: Mapping[str, Any], figures: Mapping[str, Mapping[str, st
 def write_markdown(
     report: Mapping[str, Any], path: str | Path, figures: Mapping[str, Mapping[str, str]] | None = None
 ) -> Path:
+    """``to_markdown``'s text written to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_markdown(report, figures))
+    storage.write_text(str(path), to_markdown(report, figures))
     return path
+
+
+# --- figures -----------------------------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    """A dataset name as part of a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def write_figures(
+    report: Mapping[str, Any],
+    preds: Mapping[str, np.ndarray],
+    rs: RowScores,
+    data: str | Sequence[str],
+    out: str | Path,
+    input_size: int,
+    output_size: int,
+    grid: int,
+) -> dict[str, dict[str, str]]:
+    """Each dataset's bar chart(s) and, with ``grid`` > 0, a grid of that many sample predictions
+    (re-read from the shards under ``data``) as PNGs in the local folder ``out``. Returns dataset ->
+    {caption: file name relative to ``out``}."""
+    from pose3d.viz import draw3d
+
+    out = Path(out)
+    figures: dict[str, dict[str, str]] = {}
+    for name, sec in report["datasets"].items():
+        figs: dict[str, str] = {}
+        tag = _safe(name)
+        if "actions" in sec:
+            t = sec["actions"]
+            path = draw3d.bar_chart(
+                out / f"actions_{tag}.png",
+                t["actions"],
+                {
+                    "MPJPE (paper)": [t["means"]["mpjpe"][a] for a in t["actions"]],
+                    "PA-MPJPE": [t["means"]["pa_mpjpe"][a] for a in t["actions"]],
+                },
+                reference={"MPJPE (paper)": t["average"]["mpjpe"], "PA-MPJPE": t["average"]["pa_mpjpe"]},
+                ylabel="mm",
+                title=f"{name}: error per action",
+            )
+            figs["Per-action error"] = path.name
+        if "groups" in sec:
+            t = sec["groups"]
+            cats = [t["labels"][g] for g in t["groups"]] + ["All"]
+            series = {
+                label: [100 * v if v is not None else None for v in [*t["means"][k].values(), t["all"][k]]]
+                for k, label in (("pck3d", "3DPCK@150mm"), ("auc3d", "AUC"))
+            }
+            path = draw3d.bar_chart(
+                out / f"groups_{tag}.png", cats, series, ylabel="%", title=f"{name}: 3DPCK and AUC per group"
+            )
+            figs["3DPCK and AUC per group"] = path.name
+        if "pckh" in sec:
+            cols = sec["pckh"]["columns"]
+            series = {"PCKh@0.5": [None if v is None else 100 * v for v in cols.values()]}
+            path = draw3d.bar_chart(
+                out / f"pckh_{tag}.png", list(cols), series, ylabel="%", title=f"{name}: PCKh@0.5 per joint"
+            )
+            figs["PCKh per joint"] = path.name
+        if grid > 0:
+            path = sample_grid(
+                out / f"samples_{tag}.png", name, preds, rs, data, input_size, output_size, grid
+            )
+            figs["Sample predictions (best to worst)"] = path.name
+        figures[name] = figs
+    return figures
+
+
+def sample_grid(
+    path: str | Path,
+    dataset: str,
+    preds: Mapping[str, np.ndarray],
+    rs: RowScores,
+    data: str | Sequence[str],
+    input_size: int,
+    output_size: int,
+    k: int,
+) -> Path:
+    """Up to ``k`` rows of ``dataset`` from best to worst (MPJPE, else 2D PCK), re-read from the
+    shards: crop + predicted 2D skeleton beside the predicted (true scale where known) and true 3D.
+    Returns the PNG path."""
+    from pose3d.viz import draw3d
+
+    idx = np.flatnonzero(preds["dataset"] == dataset)
+    s = rs.scores
+    has_3d = preds["has_3d"][idx].astype(bool)
+    key = np.where(has_3d, s.mpjpe[idx], -s.pck2d[idx])
+    pick = idx[draw3d.spread_rows(key, k)]
+    rows = rows_by_id(data, preds["row_id"][pick], EVAL_COLUMNS)
+    images = prepare_rows(rows, input_size, output_size)["image"].transpose(0, 2, 3, 1)
+    joints = geometry.output_to_input_px(preds["pred_joints"][pick], input_size / output_size)
+    has = preds["has_3d"][pick].astype(bool)
+    pred_3d = np.where(has[:, None, None], rs.pred_known_mm[pick], rs.pred_mm[pick])
+    gt = geometry.root_align(preds["joints_3d"][pick])
+    labels = []
+    for i in pick:
+        where = preds["action"][i] or preds["group"][i] or preds["subject"][i] or dataset
+        score = f"MPJPE {s.mpjpe[i]:.0f} mm" if preds["has_3d"][i] else f"2D PCK {100 * s.pck2d[i]:.0f}%"
+        labels.append(f"{where} | {score}")
+    return draw3d.skeleton_grid(path, images, joints, pred_3d, gt, labels=labels)
+
+
+def write_report(
+    out: str | Path,
+    preds: Mapping[str, np.ndarray],
+    rs: RowScores,
+    meta: Mapping[str, Any],
+    data: str | Sequence[str],
+    input_size: int,
+    output_size: int,
+    grid: int,
+) -> tuple[dict[str, Any], Path]:
+    """The whole ``pose3d eval`` output in the local folder ``out``: the figures, ``report.json`` and
+    ``report.md``. Returns the report (with its "figures": dataset -> {caption: file}) and the
+    Markdown path."""
+    out = Path(out)
+    report = build_report(preds, rs, meta)
+    figures = write_figures(report, preds, rs, data, out, input_size, output_size, grid)
+    report["figures"] = figures
+    write_json(report, out / "report.json")
+    return report, write_markdown(report, out / "report.md", figures)
+
+
+#: Longest side of the image as drawn by ``pose3d predict`` (px); larger images are shrunk.
+MAX_DISPLAY_SIDE = 900
+
+
+def prediction_figure(path: str | Path, image_bgr: np.ndarray, result: ImagePrediction, title: str) -> Path:
+    """One image (H, W, 3) uint8 BGR, shrunk to at most ``MAX_DISPLAY_SIDE`` px, with its predicted 2D
+    skeleton beside the 3D one (``pose3d predict``'s figure). Returns the figure's path."""
+    import cv2
+
+    from pose3d.viz import draw3d
+
+    h, w = image_bgr.shape[:2]
+    shrink = min(1.0, MAX_DISPLAY_SIDE / max(h, w))
+    shown = cv2.resize(image_bgr, (round(w * shrink), round(h * shrink)), interpolation=cv2.INTER_AREA)
+    joints_shown = (result.joints_2d + 0.5) * shrink - 0.5
+    return draw3d.prediction_figure(path, shown[..., ::-1], joints_shown, result.pose_mm, title)

@@ -1,111 +1,28 @@
-"""Evaluation on shard sets: predictions, the paper's metrics, and the mean-pose baseline.
+"""The one scorer: a prediction set (``pose3d.eval.predict``) -> per-row scores (``score_prediction_set``)
+-> summaries (``Scores.summary``, ``summarize``). Every metric is ``pose3d.metrics``'s.
 
-Runs without Ray (in-memory, for validation inside training and for ``make demo``). ``pose3d eval``
-builds on the same pieces: ``prepare_rows`` (shard rows -> network input + labels) and
-``add_predictions`` (the network, optionally with the flip test) run inside Ray Data
-(``pose3d.eval.batch``) or in memory (``predict_in_memory``); ``score_prediction_set`` gives per-row
-scores that ``pose3d.eval.report`` aggregates into the paper's tables.
+Validation inside training (``pose3d.train.validate``), ``pose3d demo``, the ablation preset
+(``evaluate_checkpoint``) and ``pose3d eval`` (``pose3d.eval.report``'s tables) all score here, so
+they give the same numbers for the same rows. Also the mean-pose baseline, scored the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from pose3d import decode, geometry, metrics, skeleton
-from pose3d.data.augment import identity_augmentation, make_batch
-from pose3d.schema import CROP_MARGIN
+from pose3d.eval.predict import load_rows, predict_in_memory
+from pose3d.model.io import load_model
+from pose3d.schema import EVAL_KIND
 
-#: Columns evaluation reads from shards.
-EVAL_COLUMNS = (
-    "image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d", "has_3d", "head_size",
-    "dataset", "subject", "action", "group", "row_id", "annotation_3d",
-)  # fmt: skip
-#: String columns a prediction set carries through from the shards, one entry per row.
-LABEL_COLUMNS = ("row_id", "dataset", "subject", "action", "group", "annotation_3d")
-#: How each dataset is scored (SPEC "Evaluation"): "h36m" per-action MPJPE tables, "mpii" PCKh per
-#: joint, "3dhp" 3DPCK/AUC per group (the synthetic sets stand in for the real ones, DECISIONS 11).
-DATASET_KIND: dict[str, str] = {
-    "h36m": "h36m", "synthetic_lab": "h36m",
-    "mpii": "mpii", "synthetic_wild": "mpii",
-    "3dhp": "3dhp", "synthetic_wild_test": "3dhp",
-}  # fmt: skip
 #: 2D PCK normalizer where a row has no head size: this fraction of the person box (about a head).
 PCK_BOX_FRACTION = 0.1
-
-
-def load_rows(path: str, columns: tuple[str, ...], max_rows: int | None = None) -> dict[str, np.ndarray]:
-    """Shard rows in memory; with ``max_rows``, that many spread evenly over the whole set (so a
-    small validation set still covers every subject and action)."""
-    from pose3d.data.shards import load_shards_numpy
-
-    rows = load_shards_numpy(path, columns)
-    keep = select_rows(len(rows[columns[0]]), max_rows)
-    return rows if keep is None else {k: v[keep] for k, v in rows.items()}
-
-
-def select_rows(n: int, max_rows: int | None) -> np.ndarray | None:
-    """Indices of ``max_rows`` of ``n`` rows spread evenly (first and last included), or None for
-    all of them. The one rule for every evaluation path, so they score the same rows."""
-    if not max_rows or n <= max_rows:
-        return None
-    return np.linspace(0, n - 1, max_rows).round().astype(int)
-
-
-def flip_back(heatmaps: torch.Tensor, depth: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Outputs for a horizontally mirrored image -> outputs for the image itself.
-
-    heatmaps (B, J, O, O), depth (B, J) or None. Each map is mirrored back and the left/right joints
-    swapped (``skeleton.FLIP_PERMUTATION``); depth only swaps joints (a mirror keeps z). Exact in
-    the pixel convention of ``geometry``: input x -> S - 1 - x is output x -> O - 1 - x.
-    """
-    perm = torch.as_tensor(skeleton.FLIP_PERMUTATION, device=heatmaps.device)
-    back = heatmaps.flip(-1).index_select(1, perm)
-    return back, None if depth is None else depth.index_select(1, perm)
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    device: torch.device | str = "cpu",
-    batch_size: int = 32,
-    autocast: Any = None,
-    flip_test: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run the network. images (N, 3, S, S) uint8 RGB. Returns 2D joints (N, 16, 2) output px from
-    the last stack's heatmaps and normalized depth (N, 16).
-
-    ``flip_test``: each image and its mirror go through the network together; the mirror's heatmaps
-    and depths are flipped back (``flip_back``) and averaged with the image's before decoding."""
-    was_training = model.training
-    model.eval()
-    joints, depth = [], []
-    try:
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[i : i + batch_size]).to(device).float().div_(255.0)
-            n = len(x)
-            if flip_test:
-                x = torch.cat([x, x.flip(-1)])
-            with autocast or nullcontext():
-                out = model(x)
-            maps, dep = out.heatmaps[-1].float(), out.depth.float()
-            if flip_test:
-                maps_back, dep_back = flip_back(maps[n:], dep[n:])
-                maps, dep = (maps[:n] + maps_back) / 2, (dep[:n] + dep_back) / 2
-            j2d, _ = decode.heatmaps_to_joints(maps.cpu().numpy())
-            joints.append(j2d)
-            depth.append(dep.cpu().numpy())
-    finally:
-        model.train(was_training)
-    if not joints:  # no images (an empty Ray Data block)
-        return np.zeros((0, skeleton.NUM_JOINTS, 2)), np.zeros((0, skeleton.NUM_JOINTS), np.float32)
-    return np.concatenate(joints), np.concatenate(depth)
+#: 2D PCK threshold, a fraction of the normalizer (head size or ``PCK_BOX_FRACTION`` of the box).
+PCK2D_THRESHOLD = 0.5
 
 
 @dataclass
@@ -120,210 +37,15 @@ class Scores:
     mpjpe_plain: np.ndarray  # (N,) mm, root-aligned, scale known, 16 joints as predicted
 
     def summary(self, prefix: str = "") -> dict[str, float]:
+        """Metric -> mean over the rows that have it (NaN when none has)."""
         return {
             f"{prefix}{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
             for k, v in vars(self).items()
         }
 
-
-def _known_scale(pred_mm: np.ndarray, gt_mm: np.ndarray) -> np.ndarray:
-    """Scale each prediction to its ground truth's bone-length sum ("global scale known")."""
-    return geometry.rescale_to_canonical(pred_mm, 1.0) * skeleton.bone_lengths(gt_mm).sum(-1)[:, None, None]
-
-
-def score(
-    joints_out: np.ndarray,
-    depth: np.ndarray,
-    batch: dict[str, np.ndarray],
-    head_size_out: np.ndarray,
-    output_size: int,
-    shift_pelvis_hips: float | None = None,
-) -> Scores:
-    """Score predictions against a ``make_batch`` batch (identity augmentation).
-
-    joints_out (N, 16, 2) and depth (N, 16) as ``predict`` returns; head_size_out (N,) output px
-    (NaN where unknown). 3D scores on rows with 3D labels, 2D PCK on every row.
-    MPJPE: the paper's protocol (canonical rescale, thorax from pelvis and neck) and plain (root-aligned,
-    scale known, the 16 joints as predicted). 3DPCK/AUC: scale known; ``shift_pelvis_hips`` is the
-    3DHP pelvis correction of ``metrics.pck3d`` (None: off).
-    """
-    n = len(joints_out)
-    has_3d = batch["has_3d"].astype(bool)
-    nan = np.full(n, np.nan)
-    mpjpe, pa, pck, auc, plain = nan.copy(), nan.copy(), nan.copy(), nan.copy(), nan.copy()
-    if has_3d.any():
-        gt = batch["joints_3d"][has_3d].astype(np.float64)
-        pred_px = decode.to_3d_px(joints_out[has_3d], depth[has_3d], output_size)
-        mpjpe[has_3d] = metrics.paper_mpjpe(pred_px, gt)
-        pred_mm = decode.to_3d_mm(joints_out[has_3d], depth[has_3d], output_size)
-        pa[has_3d] = metrics.pa_mpjpe(pred_mm, gt)
-        known = _known_scale(pred_mm, gt)
-        plain[has_3d] = metrics.mpjpe(known, gt)
-        pck[has_3d] = metrics.pck3d(known, gt, shift_pelvis_hips=shift_pelvis_hips)
-        auc[has_3d] = metrics.auc3d(known, gt, shift_pelvis_hips=shift_pelvis_hips)
-    norm = np.where(np.isfinite(head_size_out), head_size_out, PCK_BOX_FRACTION * output_size)
-    dist = np.linalg.norm(joints_out - batch["joints_out"], axis=-1)
-    vis = batch["visible"].astype(bool)
-    correct = (dist <= 0.5 * norm[:, None]) & vis
-    with np.errstate(invalid="ignore"):
-        pck2d = np.where(vis.any(-1), correct.sum(-1) / vis.sum(-1), np.nan)
-    return Scores(mpjpe, pa, pck, auc, pck2d, plain)
-
-
-def head_size_in_output(rows: dict[str, np.ndarray], output_size: int) -> np.ndarray:
-    """Stored head sizes (crop px) -> output px at identity augmentation."""
-    crop = np.asarray(rows["crop_size"], np.float64)
-    return np.asarray(rows["head_size"], np.float64) * output_size * CROP_MARGIN / crop
-
-
-class Validator:
-    """A fixed held-out set in memory (rank 0 of training): preprocessed once, scored on demand."""
-
-    def __init__(self, path: str, max_rows: int, input_size: int, output_size: int) -> None:
-        rows = load_rows(path, EVAL_COLUMNS, max_rows or None)
-        n = len(rows["image_jpeg"])
-        if n == 0:
-            raise ValueError(f"{path}: no validation rows")
-        self.output_size = output_size
-        self.batch = make_batch(rows, input_size, output_size, identity_augmentation(n))
-        self.head = head_size_in_output(rows, output_size)
-
-    def __call__(
-        self, model: torch.nn.Module, device: torch.device, autocast: Any = None
-    ) -> dict[str, float]:
-        joints, depth = predict(model, self.batch["image"], device, autocast=autocast)
-        s = score(joints, depth, self.batch, self.head, self.output_size)
-        return {"val_mpjpe": float(np.nanmean(s.mpjpe)), "val_pa_mpjpe": float(np.nanmean(s.pa_mpjpe)),
-                "val_pck2d": float(np.nanmean(s.pck2d))}  # fmt: skip
-
-
-def mean_pose(path: str, max_rows: int = 2000) -> np.ndarray:
-    """The mean root-aligned 3D pose (16, 3) mm of a shard set's 3D rows (the baseline predictor)."""
-    rows = load_rows(path, ("joints_3d", "has_3d"), max_rows)
-    j3d = np.asarray(rows["joints_3d"], np.float64).reshape(-1, skeleton.NUM_JOINTS, 3)
-    j3d = j3d[np.asarray(rows["has_3d"], bool)]
-    if not len(j3d):
-        raise ValueError(f"{path}: no rows with 3D labels for a mean pose")
-    return geometry.root_align(j3d).mean(0)
-
-
-def baseline_scores(mean: np.ndarray, batch: dict[str, np.ndarray]) -> dict[str, float]:
-    """The mean-pose baseline: the same pose predicted for every row, scored like the model."""
-    has_3d = batch["has_3d"].astype(bool)
-    gt = batch["joints_3d"][has_3d].astype(np.float64)
-    pred = np.broadcast_to(mean, gt.shape)
-    known = _known_scale(pred, gt)
-    return {
-        "mpjpe": float(metrics.paper_mpjpe(pred, gt).mean()),
-        "pa_mpjpe": float(metrics.pa_mpjpe(pred, gt).mean()),
-        "pck3d": float(metrics.pck3d(known, gt).mean()),
-        "auc3d": float(metrics.auc3d(known, gt).mean()),
-    }
-
-
-def evaluate_checkpoint(
-    checkpoint: str,
-    data: str,
-    *,
-    max_rows: int | None = None,
-    baseline_from: str | None = None,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Score a checkpoint on a shard set (in memory); with ``baseline_from`` (3D training shards),
-    also the mean-pose baseline. Returns {"model": {...}, "baseline": {...}, "rows": N, "groups"}."""
-    from pose3d.train.checkpoint import load_model
-
-    model = load_model(checkpoint, map_location=device)
-    cfg = model.config
-    rows = load_rows(data, EVAL_COLUMNS, max_rows)
-    n = len(rows["image_jpeg"])
-    batch = make_batch(rows, cfg.input_size, cfg.output_size, identity_augmentation(n))
-    joints, depth = predict(model, batch["image"], device)
-    s = score(joints, depth, batch, head_size_in_output(rows, cfg.output_size), cfg.output_size)
-    result: dict[str, Any] = {"rows": n, "model": s.summary()}
-    groups = np.asarray(rows["group"]).astype(str)
-    if (groups != "").any():
-        result["groups"] = {
-            g: Scores(*(v[groups == g] for v in vars(s).values())).summary()
-            for g in sorted(set(groups) - {""})
-        }
-    if baseline_from:
-        result["baseline"] = baseline_scores(mean_pose(baseline_from), batch)
-    return result
-
-
-# --- prediction sets: what ``pose3d eval`` computes, in memory or inside Ray Data ------------------
-
-
-def prepare_rows(rows: dict[str, Any], input_size: int, output_size: int) -> dict[str, np.ndarray]:
-    """Shard rows (columns as ``load_shards_numpy`` or a Ray Data numpy batch gives them) -> the
-    network input and the labels scoring needs, at identity augmentation.
-
-    Returns image (n, 3, S, S) uint8 RGB; joints_out (n, 16, 2) float32 ground-truth output px;
-    visible (n, 16) bool; has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm (NaN without 3D);
-    head_size_out (n,) float32 output px (NaN without a head box); ``LABEL_COLUMNS`` as str arrays.
-    """
-    n = len(rows["image_jpeg"])
-    batch = make_batch(rows, input_size, output_size, identity_augmentation(n))
-    out = {k: batch[k] for k in ("image", "joints_out", "visible", "has_3d", "joints_3d")}
-    out["head_size_out"] = head_size_in_output(rows, output_size).astype(np.float32)
-    for name in LABEL_COLUMNS:
-        out[name] = np.asarray(rows[name]).astype(str)
-    return out
-
-
-def add_predictions(
-    model: torch.nn.Module,
-    prepared: dict[str, np.ndarray],
-    device: torch.device | str = "cpu",
-    *,
-    flip_test: bool = False,
-    batch_size: int = 32,
-    autocast: Any = None,
-) -> dict[str, np.ndarray]:
-    """``prepare_rows``'s output -> the same without the image, plus pred_joints (n, 16, 2) float32
-    output px and pred_depth (n, 16) float32 normalized depth."""
-    joints, depth = predict(model, prepared["image"], device, batch_size, autocast, flip_test)
-    out = {k: v for k, v in prepared.items() if k != "image"}
-    out["pred_joints"] = joints.astype(np.float32)
-    out["pred_depth"] = depth.astype(np.float32)
-    return out
-
-
-def concat_prediction_sets(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Join prediction sets (dicts of per-row arrays with the same keys) row-wise."""
-    if not parts:
-        raise ValueError("no predictions to join")
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-
-
-def predict_in_memory(
-    model: torch.nn.Module,
-    path: str,
-    *,
-    max_rows: int | None = None,
-    flip_test: bool = False,
-    device: torch.device | str = "cpu",
-    batch_size: int = 32,
-    chunk_rows: int = 256,
-    progress: Any = None,
-) -> dict[str, np.ndarray]:
-    """The prediction set of a shard set without Ray (small sets, tests): rows are decoded and run
-    ``chunk_rows`` at a time so memory stays bounded. ``progress(rows_done, rows_total)`` is called
-    per chunk."""
-    cfg = model.config
-    rows = load_rows(path, EVAL_COLUMNS, max_rows)
-    n = len(rows["image_jpeg"])
-    if n == 0:
-        raise ValueError(f"{path}: no rows to evaluate")
-    parts = []
-    for start in range(0, n, chunk_rows):
-        chunk = {k: v[start : start + chunk_rows] for k, v in rows.items()}
-        prepared = prepare_rows(chunk, cfg.input_size, cfg.output_size)
-        parts.append(add_predictions(model, prepared, device, flip_test=flip_test, batch_size=batch_size))
-        if progress is not None:
-            progress(min(start + chunk_rows, n), n)
-    return concat_prediction_sets(parts)
+    def select(self, rows: np.ndarray) -> Scores:
+        """The scores of some rows: ``rows`` a (N,) bool mask or indices."""
+        return Scores(*(v[rows] for v in vars(self).values()))
 
 
 @dataclass
@@ -342,50 +64,139 @@ class RowScores:
     pred_px: np.ndarray
 
 
-def score_prediction_set(
-    preds: dict[str, np.ndarray], input_size: int, output_size: int, shift_pelvis_hips: float | None = None
-) -> RowScores:
-    """Per-row scores of a prediction set (``add_predictions`` rows). ``shift_pelvis_hips`` applies
-    to rows of 3DHP-kind datasets only (``DATASET_KIND``)."""
-    joints, depth = preds["pred_joints"].astype(np.float64), preds["pred_depth"].astype(np.float64)
-    s = score(joints, depth, preds, preds["head_size_out"], output_size)
-    if shift_pelvis_hips is not None:
-        shifted = np.isin(preds["dataset"], [d for d, kind in DATASET_KIND.items() if kind == "3dhp"])
-        if shifted.any():
-            sub = {k: v[shifted] for k, v in preds.items()}
-            head = sub["head_size_out"]
-            s3 = score(joints[shifted], depth[shifted], sub, head, output_size, shift_pelvis_hips)
-            s.pck3d[shifted], s.auc3d[shifted] = s3.pck3d, s3.auc3d
-    pred_mm = decode.to_3d_mm(joints, depth, output_size)
-    has_3d = preds["has_3d"].astype(bool)
-    known = np.full_like(pred_mm, np.nan)
-    if has_3d.any():
-        known[has_3d] = _known_scale(pred_mm[has_3d], preds["joints_3d"][has_3d].astype(np.float64))
-    pred_px = decode.to_3d_px(joints, depth, output_size) * (input_size / output_size)
-    return RowScores(s, pred_mm, known, pred_px)
+def known_scale(pred_mm: np.ndarray, gt_mm: np.ndarray) -> np.ndarray:
+    """Scale each prediction (B, 16, 3) to its ground truth's (B, 16, 3) mm bone-length sum ("global
+    scale known"). Returns (B, 16, 3) mm, root-aligned."""
+    return geometry.rescale_to_canonical(pred_mm, 1.0) * skeleton.bone_lengths(gt_mm).sum(-1)[:, None, None]
 
 
-def load_rows_by_id(
-    path: str | Sequence[str], row_ids: Sequence[str], columns: tuple[str, ...] = EVAL_COLUMNS
+def pose_scores(
+    pred: np.ndarray, pred_mm: np.ndarray, gt: np.ndarray, shift_pelvis_hips: float | None = None
 ) -> dict[str, np.ndarray]:
-    """The rows with these ``row_id`` values (in that order) from the shards under ``path``, read with
-    a filter so only the matching rows are kept in memory (the images of a figure). Raises KeyError
-    naming an id that is not there."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """The 3D scores of predicted poses against ground truth gt (B, 16, 3) mm, each (B,).
 
-    from pose3d.data.shards import column_to_numpy, list_shards, resolve
+    pred (B, 16, 3) any unit (the paper's MPJPE rescales it: output px for the network); pred_mm
+    (B, 16, 3) mm the same pose at the canonical scale. mpjpe: the paper's protocol; pa_mpjpe;
+    mpjpe_plain (root-aligned, scale known, 16 joints), pck3d and auc3d (scale known;
+    ``shift_pelvis_hips``: the 3DHP pelvis correction of ``metrics.pck3d``, None for off).
+    """
+    known = known_scale(pred_mm, gt)
+    return {
+        "mpjpe": metrics.paper_mpjpe(pred, gt),
+        "pa_mpjpe": metrics.pa_mpjpe(pred_mm, gt),
+        "mpjpe_plain": metrics.mpjpe(known, gt),
+        "pck3d": metrics.pck3d(known, gt, shift_pelvis_hips=shift_pelvis_hips),
+        "auc3d": metrics.auc3d(known, gt, shift_pelvis_hips=shift_pelvis_hips),
+    }
 
-    wanted = list(dict.fromkeys(str(r) for r in row_ids))
-    names = list(dict.fromkeys(("row_id", *columns)))
-    tables = []
-    for shard in list_shards(path):
-        fs, inner = resolve(shard)
-        tables.append(pq.read_table(inner, columns=names, filters=[("row_id", "in", wanted)], filesystem=fs))
-    table = pa.concat_tables(tables)
-    found = {rid: i for i, rid in enumerate(table.column("row_id").to_pylist())}
-    missing = [r for r in wanted if r not in found]
-    if missing:
-        raise KeyError(f"{path}: no row with row_id {missing[0]!r}")
-    order = [found[str(r)] for r in row_ids]
-    return {name: column_to_numpy(name, table.column(name))[order] for name in columns}
+
+def pck2d_normalizer(head_size_out: np.ndarray, output_size: int) -> np.ndarray:
+    """Per-row 2D PCK normalizer (N,) output px: the head size, or ``PCK_BOX_FRACTION`` of the person
+    box (the output map's side at identity augmentation) where a row has none."""
+    return np.where(np.isfinite(head_size_out), head_size_out, PCK_BOX_FRACTION * output_size)
+
+
+def score_prediction_set(
+    preds: Mapping[str, np.ndarray],
+    input_size: int,
+    output_size: int,
+    shift_pelvis_hips: float | None = None,
+) -> RowScores:
+    """Per-row scores of a prediction set (``pose3d.eval.predict.add_predictions`` rows).
+
+    3D scores on rows with 3D labels (NaN elsewhere), 2D PCK on every row with a visible joint.
+    ``shift_pelvis_hips`` applies to the 3DPCK/AUC of rows of 3DHP-kind datasets only
+    (``schema.EVAL_KIND``). ``input_size``/``output_size``: the network's, px.
+    """
+    joints = np.asarray(preds["pred_joints"]).astype(np.float64)
+    depth = np.asarray(preds["pred_depth"]).astype(np.float64)
+    n = len(joints)
+    has_3d = np.asarray(preds["has_3d"]).astype(bool)
+    values = {k: np.full(n, np.nan) for k in ("mpjpe", "pa_mpjpe", "pck3d", "auc3d", "mpjpe_plain")}
+    if has_3d.any():
+        gt = np.asarray(preds["joints_3d"])[has_3d].astype(np.float64)
+        pred_px = decode.to_3d_px(joints[has_3d], depth[has_3d], output_size)
+        pred_mm = decode.to_3d_mm(joints[has_3d], depth[has_3d], output_size)
+        for k, v in pose_scores(pred_px, pred_mm, gt).items():
+            values[k][has_3d] = v
+        if shift_pelvis_hips is not None:
+            kinds = np.array([EVAL_KIND.get(d, "other") for d in np.asarray(preds["dataset"]).astype(str)])
+            shifted = (kinds == "3dhp")[has_3d]
+            if shifted.any():
+                known = known_scale(pred_mm[shifted], gt[shifted])
+                rows = np.flatnonzero(has_3d)[shifted]
+                values["pck3d"][rows] = metrics.pck3d(known, gt[shifted], shift_pelvis_hips=shift_pelvis_hips)
+                values["auc3d"][rows] = metrics.auc3d(known, gt[shifted], shift_pelvis_hips=shift_pelvis_hips)
+    norm = pck2d_normalizer(np.asarray(preds["head_size_out"]), output_size)
+    pck2d = metrics.pck2d(
+        joints, np.asarray(preds["joints_out"]), np.asarray(preds["visible"]), norm, PCK2D_THRESHOLD
+    )
+    scores = Scores(
+        values["mpjpe"], values["pa_mpjpe"], values["pck3d"], values["auc3d"], pck2d, values["mpjpe_plain"]
+    )
+    pred_mm_all = decode.to_3d_mm(joints, depth, output_size)
+    known_all = np.full_like(pred_mm_all, np.nan)
+    if has_3d.any():
+        known_all[has_3d] = known_scale(
+            pred_mm_all[has_3d], np.asarray(preds["joints_3d"])[has_3d].astype(np.float64)
+        )
+    pred_px_all = decode.to_3d_px(joints, depth, output_size) * (input_size / output_size)
+    return RowScores(scores, pred_mm_all, known_all, pred_px_all)
+
+
+def summarize(scores: Scores, groups: np.ndarray | None = None) -> dict[str, Any]:
+    """{"model": ``scores.summary()``} and, when some row has a group ('' = none), "groups": group ->
+    the summary of its rows, groups sorted."""
+    result: dict[str, Any] = {"model": scores.summary()}
+    if groups is not None:
+        groups = np.asarray(groups).astype(str)
+        if (groups != "").any():
+            result["groups"] = {g: scores.select(groups == g).summary() for g in sorted(set(groups) - {""})}
+    return result
+
+
+# --- the mean-pose baseline ------------------------------------------------------------------------
+
+
+def mean_pose(path: str | Sequence[str], max_rows: int = 2000) -> np.ndarray:
+    """The mean root-aligned 3D pose (16, 3) mm of a shard set's 3D rows (the baseline predictor)."""
+    rows = load_rows(path, ("joints_3d", "has_3d"), max_rows)
+    j3d = np.asarray(rows["joints_3d"], np.float64).reshape(-1, skeleton.NUM_JOINTS, 3)
+    j3d = j3d[np.asarray(rows["has_3d"], bool)]
+    if not len(j3d):
+        raise ValueError(f"{path}: no rows with 3D labels for a mean pose")
+    return geometry.root_align(j3d).mean(0)
+
+
+def baseline_scores(mean: np.ndarray, preds: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The mean-pose baseline: the pose ``mean`` (16, 3) mm predicted for every 3D row of a prediction
+    set (or any rows with has_3d and joints_3d), scored like the model. Returns metric -> mean."""
+    has_3d = np.asarray(preds["has_3d"]).astype(bool)
+    gt = np.asarray(preds["joints_3d"])[has_3d].astype(np.float64)
+    pred = np.broadcast_to(mean, gt.shape)
+    s = pose_scores(pred, pred, gt)
+    return {k: float(s[k].mean()) for k in ("mpjpe", "pa_mpjpe", "pck3d", "auc3d")}
+
+
+# --- a checkpoint on a shard set, in memory -------------------------------------------------------
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    data: str | Sequence[str],
+    *,
+    max_rows: int | None = None,
+    baseline_from: str | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Score a checkpoint on a shard set without Ray (``predict_in_memory``, then the scorer); with
+    ``baseline_from`` (3D training shards), also the mean-pose baseline. Returns {"rows": N,
+    "model": summary, "groups": group -> summary (when the rows have groups), "baseline": summary}."""
+    model = load_model(checkpoint, map_location=device)
+    cfg = model.config
+    preds = predict_in_memory(model, data, max_rows=max_rows, device=device)
+    rs = score_prediction_set(preds, cfg.input_size, cfg.output_size)
+    result: dict[str, Any] = {"rows": len(preds["row_id"]), **summarize(rs.scores, preds["group"])}
+    if baseline_from:
+        result["baseline"] = baseline_scores(mean_pose(baseline_from), preds)
+    return result

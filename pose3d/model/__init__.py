@@ -1,7 +1,10 @@
-"""The network of Zhou et al. 2017: stacked hourglass 2D module + depth regressor (SPEC "Network")."""
+"""The network of Zhou et al. 2017: a stacked-hourglass 2D module and a depth regressor on its
+features (``net.PoseNet``), and reading/writing it in a checkpoint folder (``io.load_model``).
+"""
 
 from pose3d.model.depth import DepthRegressor
 from pose3d.model.hourglass import FeatureMerge, Hourglass, HourglassStack
+from pose3d.model.io import load_model, save_model
 from pose3d.model.net import ModelConfig, PoseNet, PoseOutput, Stem, count_parameters
 from pose3d.model.residual import Residual
 
@@ -16,4 +19,6 @@ __all__ = [
     "Residual",
     "Stem",
     "count_parameters",
+    "load_model",
+    "save_model",
 ]

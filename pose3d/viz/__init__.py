@@ -1,1 +1,4 @@
-"""Drawing: 2D skeletons on crops, 3D skeletons, and report figures (matplotlib, no Ray)."""
+"""Drawing: 2D skeletons on crops, 3D skeletons, and report figures (matplotlib, no Ray).
+
+May import: facts and math. No Ray.
+"""

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pose3d import skeleton
-from pose3d.eval import report
-from pose3d.eval import score as evaluate
+from pose3d.data import shards
+from pose3d.eval import predict, report, score
 from pose3d.model.net import PoseOutput
 from pose3d.skeleton import JOINT_INDEX as J
 from pose3d.viz import draw3d
@@ -155,7 +155,7 @@ def _prediction_set() -> dict[str, np.ndarray]:
 
 def test_row_scores_of_hand_made_predictions():
     preds = _prediction_set()
-    rs = evaluate.score_prediction_set(preds, OUT * STRIDE, OUT)
+    rs = score.score_prediction_set(preds, OUT * STRIDE, OUT)
     s = rs.scores
     wrist_error = 2 * L_LOWER_ARM / 16  # one joint of 16, two forearm lengths away; scale unchanged
     np.testing.assert_allclose(s.mpjpe[[0, 1, 2, 5]], [0, wrist_error, 0, 0], atol=0.05)
@@ -175,7 +175,7 @@ def test_row_scores_of_hand_made_predictions():
 
 def test_pelvis_shift_applies_to_3dhp_rows_only():
     preds = _prediction_set()
-    rs = evaluate.score_prediction_set(preds, OUT * STRIDE, OUT, shift_pelvis_hips=0.2)
+    rs = score.score_prediction_set(preds, OUT * STRIDE, OUT, shift_pelvis_hips=0.2)
     s = rs.scores
     # Lab rows keep their unshifted scores.
     np.testing.assert_allclose(s.pck3d[[0, 1, 2]], [1, 13 / 14, 1])
@@ -191,7 +191,7 @@ def test_pelvis_shift_applies_to_3dhp_rows_only():
 
 def test_build_report_sections_by_dataset_kind(tmp_path):
     preds = _prediction_set()
-    rs = evaluate.score_prediction_set(preds, OUT * STRIDE, OUT)
+    rs = score.score_prediction_set(preds, OUT * STRIDE, OUT)
     rep = report.build_report(preds, rs, {"checkpoint": "ckpt", "data": ["d"]})
     assert list(rep["datasets"]) == ["synthetic_lab", "synthetic_wild", "synthetic_wild_test"]
     lab, wild, test = (rep["datasets"][k] for k in rep["datasets"])
@@ -226,7 +226,7 @@ def test_build_report_sections_by_dataset_kind(tmp_path):
 def test_3dhp_rows_without_univ_annot3_are_flagged():
     preds = _prediction_set()
     preds["annotation_3d"] = np.array(["", "", "", "", "", "annot3"])
-    rep = report.build_report(preds, evaluate.score_prediction_set(preds, OUT * STRIDE, OUT))
+    rep = report.build_report(preds, score.score_prediction_set(preds, OUT * STRIDE, OUT))
     notes = " ".join(rep["datasets"]["synthetic_wild_test"]["notes"])
     assert "annot3 (1 rows)" in notes and "official MPI-INF-3DHP ground truth is univ_annot3" in notes
 
@@ -238,7 +238,7 @@ def test_flip_back_mirrors_maps_and_swaps_joints():
     maps = torch.zeros(1, 16, 8, 8)
     maps[0, J["r_ankle"], 5, 2] = 1.0  # row 5, column 2
     depth = torch.arange(16.0)[None]
-    back, d = evaluate.flip_back(maps, depth)
+    back, d = predict.flip_back(maps, depth)
     assert back[0, J["l_ankle"], 5, 8 - 1 - 2] == 1.0 and back.sum() == 1.0
     assert d[0, J["l_wrist"]] == J["r_wrist"] and d[0, J["pelvis"]] == J["pelvis"]
 
@@ -261,8 +261,8 @@ def test_predict_flip_test_averages_with_the_mirror():
     images[0, 0, 40:44, 20:24] = 255  # a bright block -> output px (5.25 or so, 10.x)
     images[1, 0, 100:104, 80:84] = 255
     model = _MirrorModel()
-    j_plain, d_plain = evaluate.predict(model, images)
-    j_flip, d_flip = evaluate.predict(model, images, flip_test=True)
+    j_plain, d_plain = predict.predict(model, images)
+    j_flip, d_flip = predict.predict(model, images, flip_test=True)
     np.testing.assert_allclose(j_flip, j_plain)  # a mirror-equivariant model: the same joints
     perm = skeleton.FLIP_PERMUTATION
     expected = (model.depth.numpy() + model.depth.numpy()[perm]) / 2
@@ -308,13 +308,74 @@ def test_spread_rows_best_to_worst_nan_last():
 def test_load_rows_by_id_keeps_the_asked_order(tmp_path):
     folder = write_shard_set(tmp_path / "s", 10, has_3d=True, shards=3)
     ids = ["synthetic_lab/train/0/7", "synthetic_lab/train/0/2", "synthetic_lab/train/0/9"]
-    rows = evaluate.load_rows_by_id(str(folder), ids, ("row_id", "frame", "joints_2d"))
+    rows = shards.rows_by_id(str(folder), ids, ("row_id", "frame", "joints_2d"))
     assert rows["row_id"].tolist() == ids and rows["frame"].tolist() == [7, 2, 9]
     assert rows["joints_2d"].shape == (3, 16, 2)
     with pytest.raises(KeyError, match="nope"):
-        evaluate.load_rows_by_id(str(folder), ["nope"])
+        shards.rows_by_id(str(folder), ["nope"], predict.EVAL_COLUMNS)
 
 
 def test_select_rows_spreads_evenly():
-    assert evaluate.select_rows(10, None) is None and evaluate.select_rows(3, 5) is None
-    assert evaluate.select_rows(10, 4).tolist() == [0, 3, 6, 9]
+    assert predict.select_rows(10, None) is None and predict.select_rows(3, 5) is None
+    assert predict.select_rows(10, 4).tolist() == [0, 3, 6, 9]
+
+
+# --- the one scorer: every path gives the same numbers ------------------------------------------
+
+
+def test_pck2d_metric_hand_case():
+    from pose3d import metrics
+
+    gt = np.zeros((3, 16, 2))
+    pred = gt.copy()
+    pred[0, :4] += (3.0, 4.0)  # 5 px off: out at normalizer 8 (threshold 4), in at 10 (threshold 5)
+    visible = np.ones((3, 16), bool)
+    visible[2] = False  # no visible joint: NaN
+    out = metrics.pck2d(pred, gt, visible, np.array([8.0, 8.0, 8.0]))
+    np.testing.assert_allclose(out[:2], [12 / 16, 1.0])
+    assert np.isnan(out[2])
+    assert metrics.pck2d(pred, gt, visible, np.array([10.0, 8.0, 8.0]))[0] == 1.0
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from pose3d.model.net import ModelConfig, PoseNet
+    from pose3d.train.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("scorer")
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        num_stacks=1, num_modules=1, num_features=8, num_reg_modules=1, input_size=64, output_size=16
+    )
+    ckpt = save_checkpoint(root / "ckpt", PoseNet(cfg), cfg)
+    lab = write_shard_set(root / "lab", 12, has_3d=True, seed=0, split="test")
+    test = write_shard_set(root / "test", 8, has_3d=True, seed=2, dataset="synthetic_wild_test", split="test")
+    return {"ckpt": str(ckpt), "lab": str(lab), "test": str(test), "cfg": cfg}
+
+
+def test_evaluate_checkpoint_is_the_scorer_on_the_in_memory_prediction_set(tiny_checkpoint):
+    from pose3d.model.io import load_model
+
+    t = tiny_checkpoint
+    ev = score.evaluate_checkpoint(t["ckpt"], [t["lab"], t["test"]], max_rows=15, baseline_from=t["lab"])
+    model = load_model(t["ckpt"])
+    preds = predict.predict_in_memory(model, [t["lab"], t["test"]], max_rows=15)
+    rs = score.score_prediction_set(preds, t["cfg"].input_size, t["cfg"].output_size)
+    assert ev["rows"] == 15
+    assert ev["model"] == rs.scores.summary()
+    assert set(ev["groups"]) == set(preds["group"]) - {""}
+    for g, summary in ev["groups"].items():
+        assert summary == rs.scores.select(preds["group"] == g).summary()
+    assert set(ev["baseline"]) == {"mpjpe", "pa_mpjpe", "pck3d", "auc3d"}
+    assert ev["baseline"] == score.baseline_scores(score.mean_pose(t["lab"]), preds)
+
+
+def test_validator_scores_like_the_scorer(tiny_checkpoint):
+    from pose3d.model.io import load_model
+    from pose3d.train.validate import Validator
+
+    t, cfg = tiny_checkpoint, tiny_checkpoint["cfg"]
+    model = load_model(t["ckpt"])
+    val = Validator(t["lab"], 0, cfg.input_size, cfg.output_size)(model, torch.device("cpu"))
+    s = score.score_prediction_set(predict.predict_in_memory(model, t["lab"]), 64, 16).scores.summary()
+    assert val == {"val_mpjpe": s["mpjpe"], "val_pa_mpjpe": s["pa_mpjpe"], "val_pck2d": s["pck2d"]}

@@ -1,5 +1,6 @@
 """The network (pose3d.model): shapes, exact parameter count, config checks, gradients, memory
-formats and autocast, and a learning test (DECISIONS 14)."""
+formats and autocast, and a learning test (a falling loss alone can hide a network that learns
+nothing useful)."""
 
 from __future__ import annotations
 
@@ -208,7 +209,7 @@ def _synthetic_blob_images(rng: np.random.Generator, count: int, input_size: int
 
 
 def test_small_model_overfits_sixteen_images():
-    """DECISIONS 14: the model must actually learn positions and depths, not only lower a loss."""
+    """The model must actually learn positions and depths, not only lower a loss."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cfg = ModelConfig(

@@ -1,0 +1,252 @@
+"""Running the network for evaluation: shard rows -> network input and labels (``prepare_rows``) ->
+a prediction set (``add_predictions``), in memory (``predict_in_memory``) or inside Ray Data
+(``pose3d.eval.batch``, the same functions in its tasks and actors); and one image -> its 2D and 3D
+pose (``predict_image``, ``pose3d predict``).
+
+A prediction set is a dict of per-row numpy arrays: ``prepare_rows``'s labels plus pred_joints
+(n, 16, 2) output px and pred_depth (n, 16) normalized depth. ``pose3d.eval.score`` scores it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pose3d import decode, geometry, skeleton
+from pose3d.data.augment import identity_augmentation, make_batch
+from pose3d.data.shards import load_shards_numpy
+from pose3d.image import warp_crop
+from pose3d.schema import CROP_MARGIN
+
+#: Columns evaluation reads from shards.
+EVAL_COLUMNS = (
+    "image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d", "has_3d", "head_size",
+    "dataset", "subject", "action", "group", "row_id", "annotation_3d",
+)  # fmt: skip
+#: String columns a prediction set carries through from the shards, one entry per row.
+LABEL_COLUMNS = ("row_id", "dataset", "subject", "action", "group", "annotation_3d")
+
+
+# --- shard rows ----------------------------------------------------------------------------------
+
+
+def select_rows(n: int, max_rows: int | None) -> np.ndarray | None:
+    """Indices of ``max_rows`` of ``n`` rows spread evenly (first and last included), or None for
+    all of them. The one rule for every evaluation path, so they score the same rows."""
+    if not max_rows or n <= max_rows:
+        return None
+    return np.linspace(0, n - 1, max_rows).round().astype(int)
+
+
+def load_rows(
+    path: str | Sequence[str], columns: tuple[str, ...] = EVAL_COLUMNS, max_rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """Shard rows in memory; with ``max_rows``, that many spread evenly over the whole set (so a
+    small validation set still covers every subject and action)."""
+    rows = load_shards_numpy(path, columns)
+    keep = select_rows(len(rows[columns[0]]), max_rows)
+    return rows if keep is None else {k: v[keep] for k, v in rows.items()}
+
+
+def head_size_in_output(rows: dict[str, np.ndarray], output_size: int) -> np.ndarray:
+    """Stored head sizes (crop px) -> output px at identity augmentation (NaN where unknown)."""
+    crop = np.asarray(rows["crop_size"], np.float64)
+    return np.asarray(rows["head_size"], np.float64) * output_size * CROP_MARGIN / crop
+
+
+def prepare_rows(rows: dict[str, Any], input_size: int, output_size: int) -> dict[str, np.ndarray]:
+    """Shard rows (columns as ``load_shards_numpy`` or a Ray Data numpy batch gives them) -> the
+    network input and the labels scoring needs, at identity augmentation.
+
+    Returns image (n, 3, S, S) uint8 RGB; joints_out (n, 16, 2) float32 ground-truth output px;
+    visible (n, 16) bool; has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm (NaN without 3D);
+    head_size_out (n,) float32 output px (NaN without a head box); ``LABEL_COLUMNS`` as str arrays.
+    """
+    n = len(rows["image_jpeg"])
+    batch = make_batch(rows, input_size, output_size, identity_augmentation(n))
+    out = {k: batch[k] for k in ("image", "joints_out", "visible", "has_3d", "joints_3d")}
+    out["head_size_out"] = head_size_in_output(rows, output_size).astype(np.float32)
+    for name in LABEL_COLUMNS:
+        out[name] = np.asarray(rows[name]).astype(str)
+    return out
+
+
+# --- the network -----------------------------------------------------------------------------------
+
+
+def flip_back(heatmaps: torch.Tensor, depth: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Outputs for a horizontally mirrored image -> outputs for the image itself.
+
+    heatmaps (B, J, O, O), depth (B, J) or None. Each map is mirrored back and the left/right joints
+    swapped (``skeleton.FLIP_PERMUTATION``); depth only swaps joints (a mirror keeps z). Exact in
+    the pixel convention of ``geometry``: input x -> S - 1 - x is output x -> O - 1 - x.
+    """
+    perm = torch.as_tensor(skeleton.FLIP_PERMUTATION, device=heatmaps.device)
+    back = heatmaps.flip(-1).index_select(1, perm)
+    return back, None if depth is None else depth.index_select(1, perm)
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    autocast: Any = None,
+    flip_test: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the network. images (N, 3, S, S) uint8 RGB. Returns 2D joints (N, 16, 2) float64 output px
+    (quarter-pixel steps) from the last stack's heatmaps and normalized depth (N, 16) float32.
+
+    ``flip_test``: each image and its mirror go through the network together; the mirror's heatmaps
+    and depths are flipped back (``flip_back``) and averaged with the image's before decoding."""
+    was_training = model.training
+    model.eval()
+    joints, depth = [], []
+    try:
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[i : i + batch_size]).to(device).float().div_(255.0)
+            n = len(x)
+            if flip_test:
+                x = torch.cat([x, x.flip(-1)])
+            with autocast or nullcontext():
+                out = model(x)
+            maps, dep = out.heatmaps[-1].float(), out.depth.float()
+            if flip_test:
+                maps_back, dep_back = flip_back(maps[n:], dep[n:])
+                maps, dep = (maps[:n] + maps_back) / 2, (dep[:n] + dep_back) / 2
+            j2d, _ = decode.heatmaps_to_joints(maps.cpu().numpy())
+            joints.append(j2d)
+            depth.append(dep.cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not joints:  # no images (an empty Ray Data block)
+        return np.zeros((0, skeleton.NUM_JOINTS, 2)), np.zeros((0, skeleton.NUM_JOINTS), np.float32)
+    return np.concatenate(joints), np.concatenate(depth)
+
+
+def add_predictions(
+    model: torch.nn.Module,
+    prepared: dict[str, np.ndarray],
+    device: torch.device | str = "cpu",
+    *,
+    flip_test: bool = False,
+    batch_size: int = 32,
+    autocast: Any = None,
+) -> dict[str, np.ndarray]:
+    """``prepare_rows``'s output -> the same without the image, plus pred_joints (n, 16, 2) float32
+    output px and pred_depth (n, 16) float32 normalized depth (float32 is exact for the decoded
+    quarter-pixel joints)."""
+    joints, depth = predict(model, prepared["image"], device, batch_size, autocast, flip_test)
+    out = {k: v for k, v in prepared.items() if k != "image"}
+    out["pred_joints"] = joints.astype(np.float32)
+    out["pred_depth"] = depth.astype(np.float32)
+    return out
+
+
+def concat_prediction_sets(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Join prediction sets (dicts of per-row arrays with the same keys) row-wise."""
+    if not parts:
+        raise ValueError("no predictions to join")
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+
+def predict_in_memory(
+    model: torch.nn.Module,
+    path: str | Sequence[str],
+    *,
+    max_rows: int | None = None,
+    flip_test: bool = False,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    chunk_rows: int = 256,
+    progress: Callable[[int, int], Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """The prediction set of a shard set without Ray (small sets, the demo, tests): rows are decoded
+    and run ``chunk_rows`` at a time so memory stays bounded. ``progress(rows_done, rows_total)`` is
+    called per chunk."""
+    cfg = model.config
+    rows = load_rows(path, EVAL_COLUMNS, max_rows)
+    n = len(rows["image_jpeg"])
+    if n == 0:
+        raise ValueError(f"{path}: no rows to evaluate")
+    parts = []
+    for start in range(0, n, chunk_rows):
+        chunk = {k: v[start : start + chunk_rows] for k, v in rows.items()}
+        prepared = prepare_rows(chunk, cfg.input_size, cfg.output_size)
+        parts.append(add_predictions(model, prepared, device, flip_test=flip_test, batch_size=batch_size))
+        if progress is not None:
+            progress(min(start + chunk_rows, n), n)
+    return concat_prediction_sets(parts)
+
+
+# --- one image (``pose3d predict``) ------------------------------------------------------------------
+
+
+@dataclass
+class ImagePrediction:
+    """The pose of the person in one image.
+
+    joints_2d (16, 2) image px, pixel centres at integers; pose_mm (16, 3) mm, root-relative camera
+    axes at the canonical skeleton's scale; box (x1, y1, x2, y2) image px, corner coordinates.
+    """
+
+    joints_2d: np.ndarray
+    pose_mm: np.ndarray
+    box: tuple[float, float, float, float]
+
+
+def predict_image(
+    model: torch.nn.Module,
+    image_bgr: np.ndarray,
+    box: Sequence[float] | None = None,
+    margin: float = 1.1,
+    *,
+    device: torch.device | str = "cpu",
+    flip_test: bool = False,
+) -> ImagePrediction:
+    """One image (H, W, 3) uint8 BGR -> its pose. The network sees the square of ``margin`` times the
+    longer side of ``box`` (x1, y1, x2, y2 image px, corner coordinates; default the whole image)
+    around the box's centre. Raises ValueError for an empty box or a non-positive margin."""
+    h, w = image_bgr.shape[:2]
+    # Boxes are in corner coordinates (pixel i spans [i, i + 1)); geometry puts pixel centres at integers.
+    x1, y1, x2, y2 = (float(v) for v in box) if box is not None else (0.0, 0.0, float(w), float(h))
+    if not (x2 > x1 and y2 > y1):
+        raise ValueError(f"box {x1:g} {y1:g} {x2:g} {y2:g}: needs x2 > x1 and y2 > y1")
+    if not margin > 0:
+        raise ValueError(f"margin must be positive, got {margin}")
+    cfg = model.config
+    centre = np.array([(x1 + x2) / 2 - 0.5, (y1 + y2) / 2 - 0.5])
+    side = max(x2 - x1, y2 - y1) * margin
+    affine = geometry.crop_affine(centre, side, cfg.input_size)
+    crop = warp_crop(image_bgr, affine, cfg.input_size)
+    batch = np.ascontiguousarray(crop[..., ::-1].transpose(2, 0, 1)[None])  # (1, 3, S, S) RGB
+    joints_out, depth = predict(model, batch, device, flip_test=flip_test)
+    joints_in = geometry.output_to_input_px(joints_out, cfg.stride)
+    joints_img = geometry.apply_affine(joints_in, geometry.invert_affine(affine))[0]  # (16, 2) image px
+    pose_mm = decode.to_3d_mm(joints_out, depth, cfg.output_size)[0]
+    return ImagePrediction(joints_img, pose_mm, (x1, y1, x2, y2))
+
+
+def image_prediction_record(
+    result: ImagePrediction, image: str, margin: float, flip_test: bool
+) -> dict[str, Any]:
+    """``pose3d predict --json``'s content: the joints (rounded to 0.01 px and 0.1 mm) and their units."""
+    return {
+        "image": image,
+        "box": list(result.box),
+        "margin": margin,
+        "flip_test": flip_test,
+        "joint_names": list(skeleton.JOINT_NAMES),
+        "joints_2d_px": np.round(result.joints_2d, 2).tolist(),
+        "joints_3d_mm": np.round(result.pose_mm, 1).tolist(),
+        "units": {
+            "joints_2d_px": "image px, pixel centres at integers",
+            "joints_3d_mm": "root-relative camera axes at the canonical skeleton's scale",
+        },
+    }

@@ -1,0 +1,45 @@
+"""A checkpoint folder's network: ``pose3d.model.io`` writes and reads it (local paths and URIs), and
+``pose3d.train.checkpoint`` keeps the training state beside it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pose3d.model import io
+from pose3d.model.net import ModelConfig, PoseNet
+from pose3d.train import checkpoint
+
+
+def _tiny() -> tuple[PoseNet, ModelConfig]:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        num_stacks=1, num_modules=1, num_features=8, num_reg_modules=1, input_size=64, output_size=16
+    )
+    return PoseNet(cfg), cfg
+
+
+def test_load_model_round_trip_local_and_uri(tmp_path):
+    model, cfg = _tiny()
+    folder = checkpoint.save_checkpoint(tmp_path / "ckpt", model, cfg, stage=2, global_step=7)
+    assert (folder / io.MODEL_FILE).is_file() and checkpoint.MODEL_FILE == io.MODEL_FILE
+    for path in (folder, str(folder), f"file://{folder}"):
+        loaded = io.load_model(path)
+        assert not loaded.training and loaded.config == cfg
+        for k, v in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v), k
+    state = checkpoint.load_training_state(f"file://{folder}")
+    assert state["stage"] == 2 and state["global_step"] == 7 and state["config"] is None
+    assert all(torch.equal(state["state_dict"][k], v) for k, v in model.state_dict().items())
+
+
+def test_not_a_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model.pt") as err:
+        io.load_model(tmp_path / "nothing")
+    assert str(tmp_path / "nothing") in str(err.value)
+    with pytest.raises(FileNotFoundError, match="no model.pt"):
+        checkpoint.load_training_state(str(tmp_path))
+
+
+def test_one_definition_of_load_model():
+    assert not hasattr(checkpoint, "load_model")
