@@ -14,13 +14,16 @@ import math
 from typing import Any
 
 from pose3d import storage
+from pose3d.train import schedule
 from pose3d.train.config import Config
+from tune.space import TRIAL_STAGES
 
 #: The four variants, in the paper's row order: config key -> value over the base config.
+_NO_GEO: dict[str, Any] = {schedule.stage_key(s, "geo"): 0.0 for s in TRIAL_STAGES}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "3D/wo geo": {"data.ratio_2d": 0.0, "train.stages.2.geo": 0.0, "train.stages.3.geo": 0.0},
+    "3D/wo geo": {"data.ratio_2d": 0.0, **_NO_GEO},
     "3D/w geo": {"data.ratio_2d": 0.0, "loss.geo_rows": "all"},
-    "3D+2D/wo geo": {"data.ratio_2d": 0.5, "train.stages.2.geo": 0.0, "train.stages.3.geo": 0.0},
+    "3D+2D/wo geo": {"data.ratio_2d": 0.5, **_NO_GEO},
     "3D+2D/w geo": {"data.ratio_2d": 0.5, "loss.geo_rows": "2d"},
 }
 
@@ -50,12 +53,14 @@ BASELINE_ROW = "mean pose (baseline)"
 
 def variant_overrides(cfg: Config) -> dict[str, dict[str, Any]]:
     """The variants over ``cfg``; the "w geo" ones keep its stage-3 λ_geo, which must be > 0."""
-    if cfg.train.stages[2].geo <= 0:
+    if not schedule.uses_geometry(cfg, schedule.GEOMETRIC_STAGE):
         raise ValueError(
-            "train.stages.3.geo is 0: the 'w geo' variants need the geometric loss on (paper: 0.01)"
+            f"{schedule.stage_key(schedule.GEOMETRIC_STAGE, 'geo')} is 0: the 'w geo' variants need the "
+            "geometric loss on (paper: 0.01)"
         )
-    if cfg.train.stages[1].steps + cfg.train.stages[2].steps == 0:
-        raise ValueError("train.stages.2.steps and train.stages.3.steps are 0: the variants train nothing")
+    if sum(schedule.stage_steps(cfg, s) for s in TRIAL_STAGES) == 0:
+        keys = " and ".join(schedule.steps_key(s) for s in TRIAL_STAGES)
+        raise ValueError(f"{keys} are 0: the variants train nothing")
     return {name: dict(over) for name, over in VARIANTS.items()}
 
 

@@ -3,8 +3,8 @@ their knobs, metrics and checkpoint paths; ``--export`` copies the top ones with
 and metrics.
 
 A trial's best checkpoint is the one its Train run scored best (``checkpoint_score`` is the
-validation MPJPE from stage 2 on, DECISIONS 12); trials rank by that checkpoint's MPJPE, so the
-rank is that of a model one can actually load.
+validation MPJPE in every stage that trains depth, ``pose3d.train.loop.checkpoint_score``); trials
+rank by that checkpoint's MPJPE, so the rank is that of a model one can actually load.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The Tune driver: every trial is a full Ray Train run of stages 2 and 3 (DECISIONS 12).
+"""The Tune driver: every trial is a full Ray Train run of stages 2 and 3, from the weights of one
+stage-1 checkpoint (stage 1 is trained once for the whole search, not once per trial;
+docs/design.md, Search).
 
 Ray 2.60 runs Train V2, where ``Tuner(TorchTrainer)`` no longer works: a trial is the function
 ``trial_main``, which builds the trial's ``TorchTrainer`` (``pose3d.train.trainer.build_trainer``),
@@ -8,7 +10,7 @@ adds the Train -> Tune report callback and fits it. The experiment folder STORAG
   written before anything runs, so ``--resume`` needs nothing else;
 - ``runs/stage1``: the one stage-1 training every trial starts from (unless ``--init`` gave one);
 - ``runs/trial-<id>``: each trial's Train run (checkpoints, TensorBoard events), so
-  ``tensorboard --logdir STORAGE/NAME`` shows the whole search (DECISIONS 16);
+  ``tensorboard --logdir STORAGE/NAME`` shows the whole search;
 - ``trial-<id>/``, ``experiment_state-*.json``, ``tuner.pkl``: Tune's own records.
 
 The search: Optuna's TPE (seeded) proposes, ASHA stops on validation MPJPE with the step within
@@ -28,8 +30,15 @@ from ray.tune.schedulers import ASHAScheduler
 
 from pose3d import storage
 from pose3d.train import schedule
-from pose3d.train.config import Config, ConfigError, absolute_paths, config_from_dict
-from tune.space import SearchSpace, apply_overrides, parse_space, set_key, step_range
+from pose3d.train.config import (
+    Config,
+    ConfigError,
+    absolute_paths,
+    apply_override,
+    apply_overrides,
+    config_from_dict,
+)
+from tune.space import TRIAL_STAGES, SearchSpace, parse_space, step_range
 
 log = logging.getLogger("pose3d.tune")
 
@@ -112,7 +121,7 @@ def trial_config(values: dict[str, Any], setup: dict[str, Any], trial_id: str) -
     the experiment's ``runs/`` folder. ``setup`` is ``trial_setup(plan)``."""
     overrides = trial_overrides(values, setup)
     overrides.update({
-        "train.stages.1.steps": 0,
+        schedule.steps_key(1): 0,
         "train.init_from": setup["init_checkpoint"],
         "run.name": train_run_name(trial_id),
         "run.storage_path": setup["runs_root"],
@@ -246,8 +255,8 @@ def trial_dirname(trial: Any) -> str:
 
 def stage1_config(plan: Plan) -> Config:
     tree = json.loads(json.dumps(plan.base))
-    for stage in (2, 3):
-        set_key(tree, f"train.stages.{stage}.steps", 0)
+    for stage in TRIAL_STAGES:
+        apply_override(tree, schedule.steps_key(stage), 0)
     tree["run"]["name"], tree["run"]["storage_path"] = STAGE1_RUN, plan.runs_root
     try:
         return config_from_dict(tree)
@@ -304,7 +313,8 @@ def trial_datasets(plan: Plan) -> int:
 def derive_concurrency(base: dict[str, Any], resources: dict[str, float], datasets: int) -> int:
     """Trials that fit the cluster at once. On GPUs: GPUs // GPUs per trial. CPUs always bound
     it too: each trial holds 1 CPU (the Tune function), its workers' CPUs, and its Ray Data
-    actors and read tasks, which must find free CPUs or the trial starves (RAY_NOTES)."""
+    actors and read tasks, which must find free CPUs: Ray Data does not reserve them, so a trial
+    whose actors cannot start waits for them forever (docs/design.md, Ray 2.60 facts)."""
     s, d = base["scaling"], base["data"]
     # Per dataset: its preprocessing actors, and a read task for each epoch chained into a pass
     # (each read of a union holds a CPU while it lists and reads its files).

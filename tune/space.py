@@ -20,16 +20,16 @@ A search file names parameters; each has a distribution and the training-config 
 
 ``keys`` is a list (each key gets the value) or a mapping key -> multiplier (the value times the
 multiplier; rounded where the config field is an integer, e.g. a stage's steps or lr_drop_step).
-Keys use the training config's dotted names with stages numbered 1..3. Trials start after stage 1
-(DECISIONS 12), so stage 1, the network (``model.*``: the trials load the stage-1 weights), the
-run's name and storage, ``scaling.*`` and the data paths are not searchable.
-Every error names the file and the parameter.
+Keys use the training config's dotted names with stages numbered 1..3, set through the config's
+one override engine (``pose3d.train.config.apply_override``). Every trial starts from the weights
+of one stage-1 checkpoint (training stage 1 once serves every trial), so stage 1, the network
+(``model.*``: the trials load the stage-1 weights), the run's name and storage, ``scaling.*`` and
+the data paths are not searchable. Every error names the file and the parameter.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import types
 import typing
@@ -37,19 +37,28 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import yaml
-
-from pose3d.train.config import Config, ConfigError, config_from_dict, read_named_yaml
+from pose3d.train import schedule
+from pose3d.train.config import (
+    Config,
+    ConfigError,
+    apply_override,
+    apply_overrides,
+    config_from_dict,
+    field_type,
+    read_named_yaml,
+)
+from pose3d.train.config import parse_override as parse_config_override
 
 #: Distributions a parameter may use (Tune's names; randint's ``high`` is inclusive here).
 DISTRIBUTIONS = ("loguniform", "uniform", "quniform", "qloguniform", "randint", "qrandint", "choice")
-#: Config keys (prefixes) a search may not set: the trial owns them (DECISIONS 12).
+#: Config keys (prefixes) a search may not set: the trial owns them (it starts from the stage-1
+#: checkpoint's weights, in the search's run folder, with the search's scaling and data).
 FORBIDDEN_PREFIXES = (
     "train.stages.1.", "train.init_from", "train.fail_at_step", "run.name", "run.storage_path", "scaling.",
     "model.", "data.set_3d", "data.set_2d", "data.val_3d", "data.val_2d",
 )  # fmt: skip
-#: Stages a trial trains (1-based).
-TRIAL_STAGES = (2, 3)
+#: Stages a trial trains (1-based): every stage after the first.
+TRIAL_STAGES: tuple[int, ...] = schedule.STAGES[1:]
 
 
 class SpaceError(ValueError):
@@ -121,32 +130,6 @@ class SearchSpace:
 # --- config keys ---------------------------------------------------------------------------------
 
 
-def field_type(key: str) -> Any:
-    """The declared type of a dotted config key (stages 1..3), or raise ConfigError naming it."""
-    typ: Any = Config
-    parts = key.split(".")
-    i = 0
-    while i < len(parts):
-        part = parts[i]
-        if not dataclasses.is_dataclass(typ):
-            raise ConfigError(f"unknown key {key}: {'.'.join(parts[:i])} is not a section")
-        hints = typing.get_type_hints(typ)
-        if part not in hints:
-            where = ".".join(parts[:i]) or "the config"
-            raise ConfigError(f"unknown key {key} (no {part!r} in {where})")
-        typ = hints[part]
-        if typing.get_origin(typ) is list:
-            i += 1
-            n_stages = len(Config().train.stages)
-            if i >= len(parts) or not parts[i].isdigit() or not 1 <= int(parts[i]) <= n_stages:
-                raise ConfigError(f"key {key}: {part} needs a stage number 1..{n_stages}")
-            (typ,) = typing.get_args(typ)
-        i += 1
-    if dataclasses.is_dataclass(typ):
-        raise ConfigError(f"key {key} is a section, not a value")
-    return typ
-
-
 def _is_integer_field(typ: Any) -> bool:
     if typing.get_origin(typ) in (typing.Union, types.UnionType):
         return int in typing.get_args(typ) and float not in typing.get_args(typ)
@@ -163,34 +146,12 @@ def scaled_value(key: str, value: Any, factor: float) -> Any:
     return float(scaled)
 
 
-def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set a dotted key (stages 1..3) in a ``Config.to_dict()`` tree, in place."""
-    field_type(key)  # raises for an unknown key
-    node: Any = tree
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node[int(part) - 1] if isinstance(node, list) else node[part]
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last) - 1] = value
-    else:
-        node[last] = value
-
-
-def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> Config:
-    """A validated Config: ``base`` (a ``Config.to_dict()``) with key -> value overrides."""
-    tree = copy.deepcopy(base)
-    for key, value in overrides.items():
-        set_key(tree, key, value)
-    return config_from_dict(tree)
-
-
 def parse_override(item: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` (VALUE read as YAML) -> (key, value)."""
-    if "=" not in item:
-        raise SpaceError(f"override {item!r}: expected KEY=VALUE, e.g. train.val_every=100")
-    key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    """``KEY=VALUE`` (VALUE read as YAML) -> (key, value), as ``pose3d train`` reads overrides."""
+    try:
+        return parse_config_override(item)
+    except ConfigError:
+        raise SpaceError(f"override {item!r}: expected KEY=VALUE, e.g. train.val_every=100") from None
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -210,7 +171,7 @@ def _check_key(key: Any, where: str) -> str:
     if any(key == p.rstrip(".") or key.startswith(p) for p in FORBIDDEN_PREFIXES):
         raise SpaceError(
             f"{where}: {key} is not searchable (trials start from the weights of one stage-1 checkpoint, "
-            "so its network; the search sets their run name, storage, scaling and data paths; DECISIONS 12)"
+            "so its network; the search sets their run name, storage, scaling and data paths)"
         )
     try:
         field_type(key)
@@ -358,15 +319,14 @@ def trial_base(base: Config, space: SearchSpace) -> dict[str, Any]:
     """The config tree every trial of ``space`` starts from: ``base`` with the trial overrides."""
     tree = base.to_dict()
     for item in space.trial_overrides:
-        key, value = parse_override(item)
-        set_key(tree, key, value)
+        apply_override(tree, *parse_override(item))
     return tree
 
 
 def check_space(space: SearchSpace, base: Config) -> None:
     """Raise SpaceError when a parameter's extreme values make an invalid trial config."""
     tree = trial_base(base, space)
-    set_key(tree, "train.stages.1.steps", 0)
+    apply_override(tree, schedule.steps_key(1), 0)
     try:
         config_from_dict(copy.deepcopy(tree))
     except ConfigError as err:
@@ -387,12 +347,13 @@ def check_space(space: SearchSpace, base: Config) -> None:
 
 def step_range(space: SearchSpace, base: dict[str, Any]) -> tuple[int, int]:
     """(fewest, most) optimizer steps a trial runs (stages 2 + 3) over the space: ASHA's time axis."""
+    cfg = config_from_dict(copy.deepcopy(base))
     lo = hi = 0
     for stage in TRIAL_STAGES:
-        key = f"train.stages.{stage}.steps"
+        key = schedule.steps_key(stage)
         owner = next((p for p in space.params if key in p.keys), None)
         if owner is None:
-            fixed = int(base["train"]["stages"][stage - 1]["steps"])
+            fixed = schedule.stage_steps(cfg, stage)
             lo, hi = lo + fixed, hi + fixed
             continue
         values = [scaled_value(key, v, owner.keys[key]) for v in owner.extremes()]

@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from pose3d.train import schedule
     from pose3d.train.config import ConfigError, load_config
 
     out = Path(args.out).resolve()
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     timings["data"] = time.perf_counter() - t0
 
     print(
-        f"== 2/3 training ({cfg.run.name}: {' + '.join(str(s.steps) for s in cfg.train.stages)} steps)",
+        f"== 2/3 training ({cfg.run.name}: {schedule.describe_lengths(cfg)} steps)",
         flush=True,
     )
     from pose3d.cli.train import train

@@ -79,9 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> Any:
-    from pose3d.train.config import ConfigError, load_config
+    from pose3d.train import schedule
+    from pose3d.train.config import ConfigError, apply_overrides, load_config
     from tune import ablation, driver
-    from tune.space import SpaceError, apply_overrides, check_space, load_space
+    from tune.space import SpaceError, check_space, load_space
 
     try:
         cfg = load_config(args.config, list(args.overrides))
@@ -106,7 +107,7 @@ def _plan(args: argparse.Namespace) -> Any:
             )  # fmt: skip
             for name, over in variants.items():
                 try:
-                    apply_overrides(plan.base, {**over, "train.stages.1.steps": 0})
+                    apply_overrides(plan.base, {**over, schedule.steps_key(1): 0})
                 except ConfigError as err:
                     raise UserError(f"ablation variant {name}: {err}") from None
             return plan
@@ -178,7 +179,10 @@ def _after_search(plan: Any, outcome: Any) -> int:
 
 
 def _ablation_report(plan: Any, trials: list[Any]) -> None:
+    from pose3d.train import schedule
+    from pose3d.train.config import config_from_dict
     from tune import ablation
+    from tune.space import TRIAL_STAGES
 
     checkpoints: dict[str, str] = {}
     for t in trials:
@@ -193,9 +197,11 @@ def _ablation_report(plan: Any, trials: list[Any]) -> None:
     report = ablation.evaluate_variants(
         checkpoints, sets, max_rows=plan.eval_rows, baseline_from=base_data["set_3d"] or None
     )
-    steps = [plan.base["train"]["stages"][i]["steps"] for i in (0, 1, 2)]
+    base = config_from_dict(plan.base)
+    stages = " + ".join(str(s) for s in TRIAL_STAGES)
+    steps = " + ".join(str(schedule.stage_steps(base, s)) for s in TRIAL_STAGES)
     notes.append(
-        f"stages 2 + 3: {steps[1]} + {steps[2]} steps at batch {base_data['batch_size']} from the stage-1 "
+        f"stages {stages}: {steps} steps at batch {base_data['batch_size']} from the stage-1 "
         f"checkpoint {plan.init_checkpoint}; each variant's checkpoint is its best by validation MPJPE"
     )
     notes += [f"{k}: {v}" for k, v in sets.items()]

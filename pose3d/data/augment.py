@@ -2,7 +2,7 @@
 
 Decoding and warping are per image (OpenCV); every label computation (affines, flips, heatmaps,
 depth targets) is vectorized over the batch. Used by the Ray Data actors in training and by
-evaluation (with ``train=False``: no augmentation).
+evaluation (``params=None``: no augmentation).
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ INPUT_COLUMNS = ("image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d",
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Ranges of the training augmentation (SPEC): scale x(1 ± scale), rotation ± deg with a
-    probability, horizontal flip (p = 0.5), per-channel colour gain in 1 ± color_jitter."""
+    """Ranges of the training augmentation, none at validation (docs/conventions.md, Augmentation).
+    It is also the training config's ``data.augment`` section: the field names are its YAML keys,
+    the defaults its defaults."""
 
-    scale: float = 0.25
-    rotation_deg: float = 30.0
-    rotation_prob: float = 0.4
-    flip: bool = True
-    color_jitter: float = 0.2
+    scale: float = 0.25  # the person box scaled by a factor in 1 ± scale
+    rotation_deg: float = 30.0  # rotation by up to ± this many degrees ...
+    rotation_prob: float = 0.4  # ... applied with this probability
+    flip: bool = True  # horizontal flip with left/right joints swapped, probability 0.5
+    color_jitter: float = 0.2  # per-channel colour gain in 1 ± color_jitter
 
 
 def sample_augmentation(rng: np.random.Generator, n: int, p: AugmentParams) -> dict[str, np.ndarray]:

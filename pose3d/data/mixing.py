@@ -1,4 +1,5 @@
-"""Exact-size batches from streams, and the mixed 3D + 2D batches of DECISIONS 1.
+"""Exact-size batches from streams, and each step's mixed batch: a fixed number of rows with 3D
+labels and of 2D-only rows (docs/conventions.md, Mixing).
 
 Ray Data may hand out short batches mid-stream (Ray issue 66085), and a dataset shard ends after
 each pass. These generators re-cut whatever arrives into batches of exactly the requested size

@@ -1,14 +1,17 @@
-"""The training configuration: a typed dataclass tree loaded from YAML, with command-line overrides.
+"""The training configuration: a typed dataclass tree loaded from YAML, with dotted overrides.
 
 ``load_config("paper", ["train.stages.3.steps=40000", "scaling.num_workers=8"])``. A config is
 data: it is validated with errors that name the offending key, and saved beside every checkpoint.
 Stage lists are addressed by stage number (1-based), as the paper numbers them.
+
+Overrides have one engine, ``apply_override(tree, "a.b.c", value)`` on a ``Config.to_dict()``
+tree: ``pose3d train KEY=VALUE`` and the Tune search's trial configs both go through it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,8 +21,10 @@ from typing import Any
 
 import yaml
 
-from pose3d import skeleton
+from pose3d import skeleton, storage
+from pose3d.data.augment import AugmentParams
 from pose3d.model.net import ModelConfig
+from pose3d.train import schedule
 
 
 class ConfigError(ValueError):
@@ -27,19 +32,9 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class AugmentSection:
-    """Training augmentation (SPEC "Augmentation"); none at validation."""
-
-    scale: float = 0.25  # scale x (1 ± scale)
-    rotation_deg: float = 30.0  # ± degrees
-    rotation_prob: float = 0.4  # rotation applied with this probability
-    flip: bool = True  # horizontal flip with left/right swapped, probability 0.5
-    color_jitter: float = 0.2  # per-channel gain in 1 ± jitter
-
-
-@dataclass
 class DataSection:
-    """Where the shards are and how batches are mixed (DECISIONS 1)."""
+    """Where the shards are and how each step's batch mixes 3D and 2D-only rows (exactly, at every
+    step: docs/conventions.md, Mixing)."""
 
     set_3d: str = ""  # shards with 3D labels (Human3.6M train, or synthetic lab)
     set_2d: str = ""  # 2D-only shards (MPII train, or synthetic wild)
@@ -54,7 +49,7 @@ class DataSection:
     # dataset can chain this many shuffled epochs into one pass.
     epochs_per_pass: int = 1
     val_rows: int = 256  # validation rows scored each time (0 = all)
-    augment: AugmentSection = field(default_factory=AugmentSection)
+    augment: AugmentParams = field(default_factory=AugmentParams)  # training augmentation
 
 
 @dataclass
@@ -71,7 +66,7 @@ class StageSection:
 
 @dataclass
 class OptimSection:
-    """RMSprop as the authors' code (SPEC "Optimizer"); ``adam`` for short CPU runs (the demo)."""
+    """RMSprop, as the authors' code trains; ``adam`` for short CPU runs (the demo)."""
 
     name: str = "rmsprop"  # rmsprop | adam
     alpha: float = 0.99  # RMSprop's smoothing (Adam: beta2)
@@ -101,7 +96,7 @@ class TrainSection:
     bf16: bool = True  # autocast on GPU
     channels_last: bool = True  # on GPU
     fail_at_step: int | None = None  # fault injection for tests: a worker dies after this many steps
-    init_from: str = ""  # a checkpoint whose weights start the run (e.g. a stage-1 model; DECISIONS 12)
+    init_from: str = ""  # a checkpoint whose weights start the run (e.g. the stage-1 model of a search)
 
 
 @dataclass
@@ -126,7 +121,7 @@ class RunSection:
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)  # network sizes (SPEC "Network")
+    model: ModelConfig = field(default_factory=ModelConfig)  # network sizes
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -136,8 +131,10 @@ class Config:
 
     def validate(self) -> Config:
         """Check values that types cannot; raise ConfigError naming the key."""
-        if len(self.train.stages) != 3:
-            raise ConfigError(f"train.stages: expected 3 stages, got {len(self.train.stages)}")
+        if len(self.train.stages) != schedule.NUM_STAGES:
+            raise ConfigError(
+                f"train.stages: expected {schedule.NUM_STAGES} stages, got {len(self.train.stages)}"
+            )
         for i, st in enumerate(self.train.stages, start=1):
             if st.steps < 0:
                 raise ConfigError(f"train.stages.{i}.steps must be >= 0, got {st.steps}")
@@ -145,7 +142,7 @@ class Config:
                 raise ConfigError(f"train.stages.{i}.lr must be > 0, got {st.lr}")
             if st.reg < 0 or st.geo < 0:
                 raise ConfigError(f"train.stages.{i}: reg and geo must be >= 0")
-        if sum(st.steps for st in self.train.stages) == 0:
+        if schedule.total_steps(self) == 0:
             raise ConfigError("train.stages: every stage has 0 steps; nothing to train")
         if not 0.0 <= self.data.ratio_2d < 1.0:
             raise ConfigError(f"data.ratio_2d must be in [0, 1), got {self.data.ratio_2d}")
@@ -184,7 +181,8 @@ class Config:
         return self
 
     def rows_per_worker(self) -> tuple[int, int]:
-        """(3D rows, 2D rows) of each worker's batch in stages 2-3 (exact, DECISIONS 1)."""
+        """(3D rows, 2D rows) of each worker's batch in the stages that train depth (exactly these
+        at every step)."""
         per = self.data.batch_size // self.scaling.num_workers
         n2d = round(per * self.data.ratio_2d)
         return per - n2d, n2d
@@ -193,21 +191,15 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def storage_uri(path: str) -> str:
-    """A URI (s3://, gs://) as it is; a local path made absolute (Ray Train wants one, and workers
-    and Tune trials do not run in the caller's folder)."""
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
 def absolute_paths(cfg: Config) -> None:
     """Make the config's local paths absolute, in place: the workers and the checkpoints' saved
     config must not depend on the directory the driver was started in."""
-    cfg.run.storage_path = storage_uri(cfg.run.storage_path)
+    cfg.run.storage_path = storage.absolute(cfg.run.storage_path)
     for key in ("set_3d", "set_2d", "val_3d", "val_2d"):
         if getattr(cfg.data, key):
-            setattr(cfg.data, key, storage_uri(getattr(cfg.data, key)))
+            setattr(cfg.data, key, storage.absolute(getattr(cfg.data, key)))
     if cfg.train.init_from:
-        cfg.train.init_from = storage_uri(cfg.train.init_from)
+        cfg.train.init_from = storage.absolute(cfg.train.init_from)
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -311,28 +303,6 @@ def _read_yaml(path_or_name: str) -> tuple[dict[str, Any], str]:
     return data, where
 
 
-def _set_override(tree: dict[str, Any], dotted: str, raw: str) -> None:
-    parts = dotted.split(".")
-    node: Any = tree
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or not 1 <= int(part) <= len(node):
-                raise ConfigError(f"override {dotted}: {part!r} is not a stage number 1..{len(node)}")
-            idx = int(part) - 1
-            if last:
-                node[idx] = yaml.safe_load(raw)
-            else:
-                node = node[idx]
-            continue
-        if last:
-            node[part] = yaml.safe_load(raw)
-        else:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict | list):
-                raise ConfigError(f"override {dotted}: {'.'.join(parts[: i + 1])} is not a section")
-
-
 def load_config(path_or_name: str | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (a path or a packaged name) over the defaults, apply ``key=value``
     overrides (values parsed as YAML), validate, and return it."""
@@ -342,10 +312,7 @@ def load_config(path_or_name: str | None = None, overrides: list[str] | None = N
         data, where = _read_yaml(path_or_name)
         _merge(tree, data, "")
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.stages.3.steps=100")
-        key, raw = item.split("=", 1)
-        _set_override(tree, key.strip(), raw)
+        apply_override(tree, *parse_override(item))
     try:
         return _build(Config, tree).validate()
     except ConfigError as err:
@@ -373,3 +340,69 @@ def _merge(base: dict[str, Any], new: dict[str, Any], prefix: str) -> None:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config saved with ``Config.to_dict`` (e.g. from a checkpoint)."""
     return _build(Config, data).validate()
+
+
+# --- overrides ------------------------------------------------------------------------------
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` (VALUE read as YAML) -> (key, value); ConfigError when there is no ``=``."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.stages.3.steps=100")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def field_type(key: str, *, section_ok: bool = False) -> Any:
+    """The declared type of a dotted config key (stage lists by stage number 1..NUM_STAGES);
+    ConfigError naming the key when there is no such key, or (unless ``section_ok``) when it
+    names a whole section rather than a value."""
+    typ: Any = Config
+    parts = key.split(".")
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if not dataclasses.is_dataclass(typ):
+            raise ConfigError(f"unknown key {key}: {'.'.join(parts[:i])} is not a section")
+        hints = typing.get_type_hints(typ)
+        if part not in hints:
+            raise ConfigError(f"unknown key {key} (known: {', '.join(sorted(hints))})")
+        typ = hints[part]
+        if typing.get_origin(typ) is list:
+            i += 1
+            n = schedule.NUM_STAGES
+            if i >= len(parts) or not parts[i].isdigit() or not 1 <= int(parts[i]) <= n:
+                raise ConfigError(f"key {key}: {part} needs a stage number 1..{n}")
+            (typ,) = typing.get_args(typ)
+        i += 1
+    if dataclasses.is_dataclass(typ) and not section_ok:
+        raise ConfigError(f"key {key} is a section, not a value")
+    return typ
+
+
+def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` (stages numbered 1..NUM_STAGES) to ``value`` in a ``Config.to_dict()``
+    tree, in place; ConfigError naming the key when the config has no such key. A key naming a
+    section (``data.augment``) replaces the whole section with ``value`` (a mapping). Values are
+    type-checked when the tree is built into a Config (``config_from_dict``)."""
+    field_type(key, section_ok=True)
+    node: Any = tree
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        node = node[int(part) - 1] if isinstance(node, list) else node[part]
+        if not isinstance(node, dict | list):  # an earlier override replaced the section
+            raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last) - 1] = value
+    else:
+        node[last] = value
+
+
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> Config:
+    """A validated Config: ``base`` (a ``Config.to_dict()``, left as it is) with key -> value
+    overrides applied."""
+    tree = copy.deepcopy(base)
+    for key, value in overrides.items():
+        apply_override(tree, key, value)
+    return config_from_dict(tree)

@@ -1,8 +1,10 @@
 """The per-worker training loop: one file holds the whole training step (nanoGPT-style).
 
 Runs inside a Ray Train worker (``train_loop_per_worker``); the process group (gloo on CPU, nccl
-on GPU) is already set up by Ray Train. Each step takes an exact mixed batch (DECISIONS 1), runs
-the network, the loss of its stage, the optimizer; rank 0 validates, checkpoints and logs.
+on GPU) is already set up by Ray Train. Each step takes a batch with exactly the configured mix of
+3D and 2D-only rows (docs/conventions.md, Mixing), runs the network, the loss of its stage, the
+optimizer; rank 0 validates, logs and writes the checkpoints, every rank reports to Ray Train.
+Stage facts (how many, how long, what each trains) come from ``pose3d.train.schedule``.
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ import os
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import ray
+import ray.train
+import ray.train.torch
 import torch
 
-from pose3d import losses
+from pose3d import losses, storage
 from pose3d.data.mixing import RowStream, mixed_batch
 from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
 from pose3d.train import schedule
+from pose3d.train import tensorboard as tb
 from pose3d.train.config import Config, config_from_dict
+from pose3d.train.validate import Validator
 
 log = logging.getLogger("pose3d.train")
 
@@ -30,9 +38,11 @@ SET_3D, SET_2D = "set_3d", "set_2d"
 
 
 def checkpoint_score(val_mpjpe: float | None, with_depth: bool, global_step: int) -> float:
-    """What Ray Train keeps checkpoints by, lower first (DECISIONS 12). Stage 1 (no depth): by
-    recency. Later: by validation MPJPE (mm); a step without validation ranks after every validated
-    one, and a diverged (NaN) validation after those, so it is the first to be dropped."""
+    """What Ray Train keeps checkpoints by, lower first. A stage without depth has no 3D error to
+    rank by, so its checkpoints are kept by recency (the latest is the one to resume and to start
+    later stages from). Later: by validation MPJPE (mm); a step without validation ranks after
+    every validated one, and a diverged (NaN) validation after those, so it is the first dropped
+    (docs/design.md, Checkpoint retention)."""
     if not with_depth:
         return 1e12 - global_step
     if val_mpjpe is None:
@@ -96,58 +106,116 @@ def datasets_drawn(cfg: Config) -> set[str]:
     """The datasets some stage with steps draws rows from (the trainer passes only these)."""
     return {
         name
-        for stage, st in enumerate(cfg.train.stages, start=1)
-        if st.steps
+        for stage in schedule.STAGES
+        if schedule.stage_steps(cfg, stage)
         for name, rows in zip((SET_3D, SET_2D), _rows(cfg, stage), strict=True)
         if rows
     }
 
 
-def _set_stage_trainable(model: PoseNet, stage: int) -> None:
-    for p in model.depth_parameters():
-        p.requires_grad_(schedule.uses_depth(stage))
+# --- the recipe ---------------------------------------------------------------------------------
 
 
-def _make_optimizer(model: PoseNet, cfg: Config, lr: float) -> torch.optim.Optimizer:
-    o = cfg.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, o.alpha), eps=o.eps, weight_decay=o.weight_decay)
-    return torch.optim.RMSprop(
-        params, lr=lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay
-    )
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point, run by every worker. ``loop_config["config"]`` is ``Config.to_dict()``.
+
+    Restore (seeded weights, or the run's checkpoint), open the data streams, then for each stage
+    from where the run stands: set it up, take its steps, report and checkpoint when due."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = config_from_dict(loop_config["config"])
+    _apply_ray_train_log_level(cfg.run.ray_train_log_level)
+    ctx = ray.train.get_context()
+    rank, world, device = ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    model, restored = _restore(cfg, rank, device)
+    streams = _streams(cfg)
+    run = _Run.open(cfg, rank, world, device, start_step=restored.global_step)
+    global_step = restored.global_step
+    while (pos := schedule.position(cfg, global_step)) is not None:
+        stage = _set_up_stage(run, model, pos, restored.take_optimizer_state(pos.stage))
+        for step in range(pos.step, stage.steps):
+            lr = stage.set_lr(cfg, step)
+            batch = stage.next_batch(streams, run)
+            _maybe_inject_failure(cfg, global_step, rank, world)
+            terms = train_step(
+                stage.net, stage.optimizer, batch, stage.weights, stage.with_depth, run.autocast
+            )
+            global_step += 1
+            run.progress.tick()
+            _report_and_checkpoint(run, model, stage, step + 1, global_step, terms, lr)
+    run.close()
 
 
-def _maybe_inject_failure(cfg: Config, global_step: int, rank: int, world: int) -> None:
-    """Fault injection for tests: the last rank dies once when ``train.fail_at_step`` steps are
-    done (their reports made), before the next update.
-
-    A report reaches Ray Train's controller only when its next poll carries it off the worker
-    (a queue of one per worker), and a process that exits while that poll's reply is in flight
-    loses the report, as a real crash would. With a report every step, the checkpoint of step k is
-    certainly registered once the worker has put the report of step k + 2 (which waits for step
-    k + 1's to be taken, after step k's was delivered): to test resume from checkpoint k, set
-    ``fail_at_step`` to k + 2 or more."""
-    if cfg.train.fail_at_step is None or global_step != cfg.train.fail_at_step or rank != world - 1:
-        return
-    marker = os.path.join(cfg.run.storage_path, cfg.run.name, ".fault_injected")
-    if "://" in marker or os.path.exists(marker):
-        return
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker, "w") as fh:
-        fh.write(f"worker rank {rank} killed itself at step {global_step}\n")
-    log.warning("fault injection: rank %d exits at global step %d", rank, global_step)
-    os._exit(1)
+# --- restore and streams --------------------------------------------------------------------------
 
 
-def _apply_ray_train_log_level(level: str) -> None:
-    """Ray's ``LoggingConfig`` filters loggers named ``ray.train.*``; the worker context's logger,
-    which logs every report at INFO, is named by its file path (Ray 2.60) and escapes that filter."""
-    try:
-        from ray.train.v2._internal.execution import context as worker_context
-    except ImportError:  # a Ray whose layout differs: its own LoggingConfig applies
-        return
-    logging.getLogger(worker_context.__file__).setLevel(level.upper())
+@dataclass
+class _Restored:
+    """Where the run resumes: the global step, and the optimizer state of the stage it stopped in."""
+
+    global_step: int = 0
+    optimizer_state: dict[str, Any] | None = None
+    stage: int = 0
+
+    def take_optimizer_state(self, stage: int) -> dict[str, Any] | None:
+        """The saved optimizer state when ``stage`` is the one the checkpoint stopped in (a
+        mid-stage resume continues exactly); None otherwise. Handed out once."""
+        state, self.optimizer_state = self.optimizer_state, None
+        return state if stage == self.stage else None
+
+
+def _channels_last(cfg: Config, device: torch.device) -> bool:
+    return device.type == "cuda" and cfg.train.channels_last
+
+
+def _restore(cfg: Config, rank: int, device: torch.device) -> tuple[PoseNet, _Restored]:
+    """The model on ``device``: seeded initial weights (the same on every rank, and in tests), then
+    the run's latest checkpoint when Ray Train hands one (a resume: its step and optimizer state
+    too), else the weights of ``train.init_from`` when set."""
+    torch.manual_seed(cfg.train.seed)
+    model = PoseNet(cfg.model).to(device)
+    if _channels_last(cfg, device):
+        model = model.to(memory_format=torch.channels_last)
+    resume = ray.train.get_checkpoint()
+    if resume is not None:
+        with resume.as_directory() as d:
+            state = ckpt.load_training_state(d)
+        model.load_state_dict(state["state_dict"])
+        restored = _Restored(state["global_step"], state["optimizer"], state["stage"])
+        if rank == 0:
+            step, stage = restored.global_step, restored.stage
+            log.info("resumed from checkpoint at global step %d (stage %d)", step, stage)
+        return model, restored
+    if cfg.train.init_from:
+        model.load_state_dict(ckpt.load_training_state(cfg.train.init_from)["state_dict"])
+        if rank == 0:
+            log.info("initialized the weights from %s", cfg.train.init_from)
+    return model, _Restored()
+
+
+def _streams(cfg: Config) -> dict[str, RowStream | None]:
+    """This worker's row stream of each dataset some stage draws from (None for the others)."""
+    # Ray 2.60 raises KeyError for a dataset the trainer was not given: ask only for those drawn.
+    needed = datasets_drawn(cfg)
+    streams: dict[str, RowStream | None] = {}
+    for name in (SET_3D, SET_2D):
+        shard = ray.train.get_dataset_shard(name) if name in needed else None
+        if shard is None:
+            streams[name] = None
+            continue
+        streams[name] = RowStream(
+            lambda s=shard: s.iter_batches(
+                batch_size=32,
+                batch_format="numpy",
+                local_shuffle_buffer_size=cfg.data.shuffle_buffer,
+                local_shuffle_seed=None,
+                prefetch_batches=2,
+            )
+        )
+    return streams
+
+
+# --- the run and its stages -------------------------------------------------------------------------
 
 
 class _Progress:
@@ -177,170 +245,220 @@ class _Progress:
         return f"{int(left // 60)}m{int(left % 60):02d}s"
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``loop_config["config"]`` is ``Config.to_dict()``."""
-    import ray.train
-    import ray.train.torch
+@dataclass
+class _Run:
+    """One worker's fixed facts for the whole run, and rank 0's validation set and TensorBoard."""
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = config_from_dict(loop_config["config"])
-    _apply_ray_train_log_level(cfg.run.ray_train_log_level)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    on_gpu = device.type == "cuda"
-    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank (and in tests)
-    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
-    channels_last = on_gpu and cfg.train.channels_last
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.train.bf16 else nullcontext()
+    cfg: Config
+    rank: int
+    world: int
+    device: torch.device
+    nodes: int  # distinct Ray nodes the workers run on
+    start_step: int  # the global step this attempt began at: > 0 after a resume
+    progress: _Progress
+    autocast: Any  # bf16 autocast on GPU with train.bf16; a no-op context otherwise
+    validator: Validator | None = None  # rank 0, with data.val_3d set
+    tensorboard: tb.TensorBoard | None = None  # rank 0
 
-    model = PoseNet(cfg.model).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    global_step, restored_optim, restored_stage = 0, None, 0
-    resume = ray.train.get_checkpoint()
-    if resume is not None:
-        with resume.as_directory() as d:
-            state = ckpt.load_training_state(d)
-        model.load_state_dict(state["state_dict"])
-        global_step, restored_optim, restored_stage = state["global_step"], state["optimizer"], state["stage"]
+    @classmethod
+    def open(cls, cfg: Config, rank: int, world: int, device: torch.device, start_step: int) -> _Run:
+        validator = None
+        if rank == 0 and cfg.data.val_3d:
+            m = cfg.model
+            validator = Validator(cfg.data.val_3d, cfg.data.val_rows, m.input_size, m.output_size)
+        board = tb.TensorBoard(tb.folder(cfg.run.storage_path, cfg.run.name)) if rank == 0 else None
+        nodes = _count_nodes(world)
         if rank == 0:
-            log.info("resumed from checkpoint at global step %d (stage %d)", global_step, state["stage"])
-    elif cfg.train.init_from:
-        model.load_state_dict(ckpt.load_training_state(cfg.train.init_from)["state_dict"])
-        if rank == 0:
-            log.info("initialized the weights from %s", cfg.train.init_from)
+            log.info("%d worker(s) on %d node(s), device %s", world, nodes, device)
+        progress = _Progress(schedule.total_steps(cfg), cfg.data.batch_size)
+        bf16 = device.type == "cuda" and cfg.train.bf16
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+        return cls(cfg, rank, world, device, nodes, start_step, progress, autocast, validator, board)
 
-    streams = {}
-    # Ray 2.60 raises KeyError for a dataset the trainer was not given: ask only for those drawn.
-    needed = datasets_drawn(cfg)
-    for name in (SET_3D, SET_2D):
-        shard = ray.train.get_dataset_shard(name) if name in needed else None
-        if shard is None:
-            streams[name] = None
-            continue
-        streams[name] = RowStream(
-            lambda s=shard: s.iter_batches(
-                batch_size=32,
-                batch_format="numpy",
-                local_shuffle_buffer_size=cfg.data.shuffle_buffer,
-                local_shuffle_seed=None,
-                prefetch_batches=2,
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def channels_last(self) -> bool:
+        return _channels_last(self.cfg, self.device)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+@dataclass
+class _Stage:
+    """One stage as set up on this worker: the network to step (DDP-wrapped with several workers),
+    its optimizer and loss weights, and the rows of each batch."""
+
+    number: int
+    steps: int  # the stage's length
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    weights: losses.LossWeights
+    rows: tuple[int, int]  # (3D rows, 2D rows) per batch on this worker
+    with_depth: bool
+    window_3d: tuple[int, int] = field(init=False)  # (fewest, most) 3D rows a batch since the last report
+
+    def __post_init__(self) -> None:
+        self.window_3d = (sum(self.rows), 0)
+
+    def set_lr(self, cfg: Config, step: int) -> float:
+        """Put step ``step``'s learning rate into the optimizer; returns it."""
+        lr = schedule.learning_rate(cfg, self.number, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def next_batch(self, streams: dict[str, RowStream | None], run: _Run) -> dict[str, torch.Tensor]:
+        """The next mixed batch as tensors on the run's device."""
+        np_batch = mixed_batch(streams[SET_3D], self.rows[0], streams[SET_2D], self.rows[1])
+        rows_3d = int(np.count_nonzero(np_batch["has_3d"]))  # measured, not assumed: stage checks
+        self.window_3d = (min(self.window_3d[0], rows_3d), max(self.window_3d[1], rows_3d))
+        return to_tensors(np_batch, run.device, run.channels_last)
+
+    def take_window_3d(self) -> tuple[int, int]:
+        """The (fewest, most) 3D rows per batch since the last call."""
+        window, self.window_3d = self.window_3d, (sum(self.rows), 0)
+        return window
+
+
+def _set_up_stage(
+    run: _Run, model: PoseNet, pos: schedule.StagePosition, optimizer_state: dict[str, Any] | None
+) -> _Stage:
+    """Stage ``pos.stage`` from its step ``pos.step``: the modules it trains, the network (in DDP
+    with several workers), a fresh optimizer at the step's lr (``optimizer_state`` loaded into it
+    on a mid-stage resume), its loss weights and batch rows."""
+    cfg, stage = run.cfg, pos.stage
+    for p in model.depth_parameters():
+        p.requires_grad_(schedule.uses_depth(stage))
+    net: torch.nn.Module = model
+    if run.world > 1:
+        device_ids = [run.device] if run.on_gpu else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    optimizer = _make_optimizer(model, cfg, schedule.learning_rate(cfg, stage, pos.step))
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    net.train()
+    return _Stage(
+        number=stage,
+        steps=schedule.stage_steps(cfg, stage),
+        net=net,
+        optimizer=optimizer,
+        weights=schedule.loss_weights(cfg, stage),
+        rows=_rows(cfg, stage),
+        with_depth=schedule.uses_depth(stage),
+    )
+
+
+def _make_optimizer(model: PoseNet, cfg: Config, lr: float) -> torch.optim.Optimizer:
+    """The configured optimizer over the parameters that train in this stage."""
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, o.alpha), eps=o.eps, weight_decay=o.weight_decay)
+    return torch.optim.RMSprop(
+        params, lr=lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay
+    )
+
+
+# --- reports and checkpoints ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Due:
+    """What happens after a step: a report, a checkpoint with it, validation in it."""
+
+    report: bool
+    checkpoint: bool
+    validate: bool
+
+
+def _due(cfg: Config, global_step: int, last_of_stage: bool, can_validate: bool) -> _Due:
+    """The checkpoint policy after ``global_step`` steps: a checkpoint at the end of every stage and
+    every ``train.checkpoint_every`` steps; a report (to Ray Train, the log, TensorBoard) with each
+    checkpoint and every ``train.log_every`` steps; validation, where ``can_validate`` (rank 0 with
+    a validation set, in a stage that trains depth), in a report that carries a checkpoint or falls
+    on a multiple of ``train.val_every``."""
+    t = cfg.train
+    checkpoint = last_of_stage or global_step % t.checkpoint_every == 0
+    report = checkpoint or global_step % t.log_every == 0
+    validate = report and can_validate and (checkpoint or global_step % t.val_every == 0)
+    return _Due(report, checkpoint, validate)
+
+
+def _report_and_checkpoint(
+    run: _Run,
+    model: PoseNet,
+    stage: _Stage,
+    step_in_stage: int,
+    global_step: int,
+    terms: dict[str, float],
+    lr: float,
+) -> None:
+    """After a step, when due: the metrics (validated on rank 0 when due), rank 0's progress line
+    and TensorBoard scalars, and every rank's report to Ray Train, with a checkpoint when due."""
+    last_of_stage = step_in_stage == stage.steps
+    due = _due(run.cfg, global_step, last_of_stage, run.validator is not None and stage.with_depth)
+    if not due.report:
+        return
+    window_3d = stage.take_window_3d()
+    metrics: dict[str, Any] = {f"loss_{k}": v for k, v in terms.items()}
+    metrics.update(
+        stage=stage.number,
+        step_in_stage=step_in_stage,
+        global_step=global_step,
+        start_step=run.start_step,
+        nodes=run.nodes,
+        lr=lr,
+        img_per_s=run.progress.window(),
+        batch_rows=sum(stage.rows),
+        batch_3d_rows_min=window_3d[0],
+        batch_3d_rows_max=window_3d[1],
+    )
+    if due.validate:
+        metrics.update(run.validator(model, run.device, run.autocast))
+    metrics["checkpoint_score"] = checkpoint_score(metrics.get("val_mpjpe"), stage.with_depth, global_step)
+    if run.rank == 0:
+        log.info(_progress_line(metrics, stage.steps, run.progress.total, run.progress.eta(global_step)))
+        run.tensorboard.write(metrics, global_step)
+    if due.checkpoint:
+        _report_with_checkpoint(run, model, stage, metrics)
+    else:
+        ray.train.report(metrics)
+
+
+def _report_with_checkpoint(run: _Run, model: PoseNet, stage: _Stage, metrics: dict[str, Any]) -> None:
+    """Every rank reports ``metrics``; rank 0's report carries the checkpoint (weights, optimizer,
+    stage and step, config, metrics), which Ray Train persists into the run's storage."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if run.rank == 0:
+            ckpt.save_checkpoint(
+                tmp,
+                model,
+                run.cfg.model,
+                optimizer=stage.optimizer,
+                stage=stage.number,
+                step_in_stage=metrics["step_in_stage"],
+                global_step=metrics["global_step"],
+                config=run.cfg.to_dict(),
+                metrics=metrics,
             )
-        )
-
-    validator = None
-    if rank == 0 and cfg.data.val_3d:
-        from pose3d.eval.score import Validator
-
-        validator = Validator(cfg.data.val_3d, cfg.data.val_rows, cfg.model.input_size, cfg.model.output_size)
-    tb = _TensorBoard(cfg) if rank == 0 else None
-
-    nodes = _count_nodes(world)
-    if rank == 0:
-        log.info("%d worker(s) on %d node(s), device %s", world, nodes, device)
-    start_step = global_step
-    total = schedule.total_steps(cfg)
-    progress = _Progress(total, cfg.data.batch_size)
-    stages = cfg.train.stages
-    while (pos := schedule.position(stages, global_step)) is not None:
-        stage_cfg = stages[pos.stage - 1]
-        core: PoseNet = model
-        _set_stage_trainable(core, pos.stage)
-        net = core
-        if world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(core, device_ids=[device] if on_gpu else None)
-        optimizer = _make_optimizer(core, cfg, schedule.learning_rate(stage_cfg, pos.step))
-        if restored_optim is not None and restored_stage == pos.stage:
-            optimizer.load_state_dict(restored_optim)  # mid-stage resume: exact optimizer state
-        restored_optim = None
-        weights = losses.LossWeights(stage_cfg.reg, stage_cfg.geo, cfg.loss.geo_rows)
-        n3d, n2d = _rows(cfg, pos.stage)
-        with_depth = schedule.uses_depth(pos.stage)
-        net.train()
-        window_3d = (n3d + n2d, 0)
-        for step in range(pos.step, stage_cfg.steps):
-            lr = schedule.learning_rate(stage_cfg, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            np_batch = mixed_batch(streams[SET_3D], n3d, streams[SET_2D], n2d)
-            rows_3d = int(np.count_nonzero(np_batch["has_3d"]))  # measured, not assumed: stage checks
-            window_3d = (min(window_3d[0], rows_3d), max(window_3d[1], rows_3d))
-            batch = to_tensors(np_batch, device, channels_last)
-            _maybe_inject_failure(cfg, global_step, rank, world)
-            terms = train_step(net, optimizer, batch, weights, with_depth, autocast)
-            global_step += 1
-            progress.tick()
-            last_of_stage = step + 1 == stage_cfg.steps
-            do_ckpt = last_of_stage or global_step % cfg.train.checkpoint_every == 0
-            do_val = (
-                validator is not None and with_depth and (do_ckpt or global_step % cfg.train.val_every == 0)
-            )
-            if not (do_ckpt or global_step % cfg.train.log_every == 0):
-                continue
-            metrics: dict[str, Any] = {f"loss_{k}": v for k, v in terms.items()}
-            metrics.update(
-                stage=pos.stage,
-                step_in_stage=step + 1,
-                global_step=global_step,
-                start_step=start_step,  # where this attempt began: > 0 after a resume
-                nodes=nodes,
-                lr=lr,
-                img_per_s=progress.window(),
-                batch_rows=n3d + n2d,
-                batch_3d_rows_min=window_3d[0],
-                batch_3d_rows_max=window_3d[1],
-            )
-            window_3d = (n3d + n2d, 0)
-            if do_val:
-                metrics.update(validator(core, device, autocast))
-            # DECISIONS 12: stage-1 checkpoints kept by recency, later ones by validation MPJPE.
-            metrics["checkpoint_score"] = checkpoint_score(metrics.get("val_mpjpe"), with_depth, global_step)
-            if rank == 0:
-                log.info(_progress_line(metrics, stage_cfg.steps, total, progress.eta(global_step)))
-                tb.write(metrics, global_step)
-            if do_ckpt:
-                with tempfile.TemporaryDirectory() as tmp:
-                    checkpoint = None
-                    if rank == 0:
-                        ckpt.save_checkpoint(
-                            tmp,
-                            core,
-                            cfg.model,
-                            optimizer=optimizer,
-                            stage=pos.stage,
-                            step_in_stage=step + 1,
-                            global_step=global_step,
-                            config=cfg.to_dict(),
-                            metrics=metrics,
-                        )
-                        checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                        tb.sync()
-                    ray.train.report(metrics, checkpoint=checkpoint)
-                if rank == 0:
-                    saved = ray.train.get_checkpoint()  # the persisted copy, in the run's storage
-                    log.info("checkpoint at global step %d: %s", global_step, saved.path if saved else "?")
-            else:
-                ray.train.report(metrics)
-    if tb is not None:
-        tb.close()
-
-
-def _count_nodes(world: int) -> int:
-    """Distinct Ray nodes the workers run on (placement checks; one all-gather at start)."""
-    import ray
-
-    node = ray.get_runtime_context().get_node_id()
-    if world == 1:
-        return 1
-    gathered: list[str | None] = [None] * world
-    torch.distributed.all_gather_object(gathered, node)
-    return len(set(gathered))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            run.tensorboard.sync()
+        ray.train.report(metrics, checkpoint=checkpoint)
+    if run.rank == 0:
+        saved = ray.train.get_checkpoint()  # the persisted copy, in the run's storage
+        log.info("checkpoint at global step %d: %s", metrics["global_step"], saved.path if saved else "?")
 
 
 def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str) -> str:
     parts = [
-        f"[stage {m['stage']}/3] step {m['step_in_stage']}/{stage_steps} (global {m['global_step']}/{total})",
+        f"[stage {m['stage']}/{schedule.NUM_STAGES}] step {m['step_in_stage']}/{stage_steps} "
+        f"(global {m['global_step']}/{total})",
         f"loss {m['loss_total']:.4g} (hm {m['loss_heatmap']:.3g}",
     ]
     if "loss_depth" in m:
@@ -353,33 +471,45 @@ def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str) ->
     return " | ".join(parts)
 
 
-class _TensorBoard:
-    """Rank 0's TensorBoard event files in STORAGE/NAME/tensorboard (DECISIONS 16). Remote storage:
-    written locally, copied up at every checkpoint."""
+# --- workers and fault injection ------------------------------------------------------------------
 
-    def __init__(self, cfg: Config) -> None:
-        from torch.utils.tensorboard import SummaryWriter
 
-        self.remote = "://" in cfg.run.storage_path
-        self.target = f"{cfg.run.storage_path.rstrip('/')}/{cfg.run.name}/tensorboard"
-        self._tmp = tempfile.mkdtemp(prefix="pose3d-tb-") if self.remote else None
-        self.writer = SummaryWriter(self._tmp or self.target)
+def _count_nodes(world: int) -> int:
+    """Distinct Ray nodes the workers run on (placement checks; one all-gather at start)."""
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return 1
+    gathered: list[str | None] = [None] * world
+    torch.distributed.all_gather_object(gathered, node)
+    return len(set(gathered))
 
-    def write(self, metrics: dict[str, Any], step: int) -> None:
-        for k, v in metrics.items():
-            if isinstance(v, int | float) and k not in ("global_step", "checkpoint_score"):
-                self.writer.add_scalar(k, v, step)
 
-    def sync(self) -> None:
-        self.writer.flush()
-        if self.remote:
-            import pyarrow.fs as pafs
+def _apply_ray_train_log_level(level: str) -> None:
+    """Ray's ``LoggingConfig`` filters loggers named ``ray.train.*``; the worker context's logger,
+    which logs every report at INFO, is named by its file path (Ray 2.60) and escapes that filter."""
+    try:
+        from ray.train.v2._internal.execution import context as worker_context
+    except ImportError:  # a Ray whose layout differs: its own LoggingConfig applies
+        return
+    logging.getLogger(worker_context.__file__).setLevel(level.upper())
 
-            fs, root = pafs.FileSystem.from_uri(self.target)
-            pafs.copy_files(
-                self._tmp, root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
-            )
 
-    def close(self) -> None:
-        self.sync()
-        self.writer.close()
+def _maybe_inject_failure(cfg: Config, global_step: int, rank: int, world: int) -> None:
+    """Fault injection for tests: the last rank dies once when ``train.fail_at_step`` steps are
+    done (their reports made), before the next update. "Once": a marker file in the run's folder
+    (STORAGE/NAME/.fault_injected) records it, so the restarted worker group runs on.
+
+    A report reaches Ray Train's controller only when its next poll carries it off the worker
+    (a queue of one per worker), and a process that exits while that poll's reply is in flight
+    loses the report, as a real crash would. With a report every step, the checkpoint of step k is
+    certainly registered once the worker has put the report of step k + 2 (which waits for step
+    k + 1's to be taken, after step k's was delivered): to test resume from checkpoint k, set
+    ``fail_at_step`` to k + 2 or more."""
+    if cfg.train.fail_at_step is None or global_step != cfg.train.fail_at_step or rank != world - 1:
+        return
+    marker = storage.join(cfg.run.storage_path, cfg.run.name, ".fault_injected")
+    if storage.exists(marker):
+        return
+    storage.write_text(marker, f"worker rank {rank} killed itself at step {global_step}\n")
+    log.warning("fault injection: rank %d exits at global step %d", rank, global_step)
+    os._exit(1)

@@ -7,7 +7,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from pose3d.data.augment import INPUT_COLUMNS, AugmentParams, BatchPreprocessor
+from pose3d.data.augment import INPUT_COLUMNS, BatchPreprocessor
 from pose3d.train import schedule
 from pose3d.train.config import Config, ConfigError, absolute_paths
 from pose3d.train.loop import SET_2D, SET_3D, datasets_drawn, train_loop_per_worker
@@ -31,8 +31,6 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
 
     from pose3d.data.shards import read_shards
 
-    aug = cfg.data.augment
-    params = AugmentParams(aug.scale, aug.rotation_deg, aug.rotation_prob, aug.flip, aug.color_jitter)
     out = {}
     for name, path in needed_datasets(cfg).items():
         # File order reshuffled at every read (each pass, each chained epoch); rows further mixed
@@ -45,7 +43,7 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
             fn_constructor_kwargs={
                 "input_size": cfg.model.input_size,
                 "output_size": cfg.model.output_size,
-                "params": params,
+                "params": cfg.data.augment,
             },
             batch_size=32,
             num_cpus=1,
@@ -100,12 +98,13 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
 def fit(cfg: Config) -> Any:
     """Run (or resume: same run name and storage) a training; returns the Ray Train Result."""
     log.info(
-        "training %s: %d steps (%s), %d worker(s), batch %d (3D/2D rows per worker in stages 2-3: %s)",
+        "training %s: %d steps (%s), %d worker(s), batch %d (3D/2D rows per worker in stages %s: %s)",
         cfg.run.name,
         schedule.total_steps(cfg),
-        " + ".join(str(st.steps) for st in cfg.train.stages),
+        schedule.describe_lengths(cfg),
         cfg.scaling.num_workers,
         cfg.data.batch_size,
+        f"{schedule.DEPTH_STAGES[0]}-{schedule.DEPTH_STAGES[-1]}",
         cfg.rows_per_worker(),
     )
     log.debug("config: %s", asdict(cfg))

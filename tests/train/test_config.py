@@ -57,15 +57,64 @@ def test_missing_config_names_itself(tmp_path):
 def test_schedule_positions_and_lr_drop():
     cfg = load_config("demo", ["train.stages.1.steps=3", "train.stages.2.steps=4", "train.stages.3.steps=2",
                                "train.stages.2.lr_drop_step=2", "train.stages.2.lr=1.0"])  # fmt: skip
-    st = cfg.train.stages
-    assert schedule.stage_starts(st) == [0, 3, 7, 9]
-    assert [schedule.position(st, g) for g in (0, 2, 3, 6, 7, 8)] == [
+    assert schedule.stage_starts(cfg) == [0, 3, 7, 9] and schedule.total_steps(cfg) == 9
+    assert schedule.stage_lengths(cfg) == [3, 4, 2] and schedule.describe_lengths(cfg) == "3 + 4 + 2"
+    assert [schedule.position(cfg, g) for g in (0, 2, 3, 6, 7, 8)] == [
         schedule.StagePosition(1, 0), schedule.StagePosition(1, 2), schedule.StagePosition(2, 0),
         schedule.StagePosition(2, 3), schedule.StagePosition(3, 0), schedule.StagePosition(3, 1),
     ]  # fmt: skip
-    assert schedule.position(st, 9) is None
-    assert [schedule.learning_rate(st[1], s) for s in range(4)] == [1.0, 1.0, 0.1, 0.1]
+    assert schedule.position(cfg, 9) is None
+    assert [schedule.learning_rate(cfg, 2, s) for s in range(4)] == [1.0, 1.0, 0.1, 0.1]
     assert not schedule.uses_depth(1) and schedule.uses_depth(2) and schedule.uses_depth(3)
+    assert schedule.NUM_STAGES == len(cfg.train.stages) == len(schedule.STAGES)
+    assert schedule.steps_key(3) == "train.stages.3.steps"
+    with pytest.raises(ValueError, match="1..3"):
+        schedule.stage_steps(cfg, 4)
+
+
+def test_stage_weights_and_the_geometric_stage():
+    cfg = load_config("paper")
+    assert schedule.uses_geometry(cfg, schedule.GEOMETRIC_STAGE)
+    assert not schedule.uses_geometry(cfg, 1) and not schedule.uses_geometry(cfg, 2)
+    w = schedule.loss_weights(cfg, 3)
+    assert (w.reg, w.geo, w.geo_rows) == (0.1, 0.01, cfg.loss.geo_rows)
+
+
+def test_augment_section_is_the_data_layers_params():
+    import dataclasses
+
+    from pose3d.data.augment import AugmentParams
+
+    demo = load_config("demo").data.augment
+    cfg = load_config("demo", ["data.augment.flip=false", "data.augment.scale=0.1"])
+    assert isinstance(cfg.data.augment, AugmentParams)
+    assert cfg.data.augment == dataclasses.replace(demo, scale=0.1, flip=False)
+    assert cfg.to_dict()["data"]["augment"] == dataclasses.asdict(cfg.data.augment)
+    with pytest.raises(ConfigError, match=r"data\.augment\.scale: expected a number"):
+        load_config("demo", ["data.augment.scale=big"])
+    with pytest.raises(ConfigError, match=r"unknown key data\.augment\.shear"):
+        load_config("demo", ["data.augment.shear=1"])
+    # A whole section may be given as a mapping (the rest of it at its defaults).
+    assert load_config("demo", ["data.augment={flip: false}"]).data.augment == AugmentParams(flip=False)
+
+
+def test_one_override_engine_for_the_cli_and_tune():
+    from pose3d.train.config import apply_override, apply_overrides, parse_override
+
+    tree = load_config("demo").to_dict()
+    apply_override(tree, *parse_override("train.stages.2.lr=0.001"))
+    apply_override(tree, "train.val_every", 7)
+    assert tree["train"]["stages"][1]["lr"] == 0.001 and tree["train"]["val_every"] == 7
+    cfg = apply_overrides(tree, {"data.ratio_2d": 0.25})
+    assert cfg.data.ratio_2d == 0.25 and tree["data"]["ratio_2d"] != 0.25  # the base is left as it is
+    for key, message in [
+        ("train.stages.4.lr", "needs a stage number 1..3"),
+        ("train.stages", "needs a stage number 1..3"),
+        ("data.bogus", "unknown key data.bogus"),
+        ("train.val_every.x", "train.val_every is not a section"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            apply_override(tree, key, 1)
 
 
 def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):

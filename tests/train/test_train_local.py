@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pose3d.model.io import load_model
 from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
 from pose3d.train.config import load_config
@@ -74,7 +75,7 @@ def test_three_stages_with_their_checks(ray_local, shards, tmp_path):
         stage_ckpts[state["stage"]] = (checkpoint.path, state, metrics)
     assert sorted(stage_ckpts) == [1, 2, 3]
     assert stage_ckpts[3][1]["global_step"] == 9 and stage_ckpts[3][1]["config"]["run"]["name"] == "stages"
-    model = ckpt.load_model(stage_ckpts[3][0])
+    model = load_model(stage_ckpts[3][0])
     assert isinstance(model, PoseNet) and not model.training
 
     # Stage 1 leaves the depth regressor as initialized; stage 2 changes it.
@@ -91,6 +92,7 @@ def test_three_stages_with_their_checks(ray_local, shards, tmp_path):
 
     # Every step's batch: stage 1 all 2D-only rows; stages 2 and 3 exactly half 3D (4 of 8).
     s = _scalars(tmp_path / "stages")
+    assert s["stage"][1] == 1 and s["stage"][9] == 3
     lo, hi = s["batch_3d_rows_min"], s["batch_3d_rows_max"]
     assert sorted(lo) == list(range(1, 10))
     assert all(lo[k] == hi[k] == 0 for k in (1, 2, 3))

@@ -120,8 +120,8 @@ def _trace(experiment: Path, trial_id: str) -> tuple[bytes, list[str]]:
 def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys):
     from pose3d.cli.main import main
     from pose3d.eval.score import evaluate_checkpoint
+    from pose3d.model.io import load_model
     from pose3d.model.net import PoseNet
-    from pose3d.train.checkpoint import load_model
     from tune import best
 
     shards = tmp_path / "shards"
@@ -195,7 +195,7 @@ def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys
     assert any(t.state() == "completed" and t.steps_done == 8 for t in trials)
     assert all(t.steps_planned == 8 for t in trials)
     assert [t.score for t in trials] == sorted(t.score for t in trials)
-    # Every trial's TensorBoard events sit under the experiment (DECISIONS 16).
+    # Every trial's TensorBoard events sit under the experiment, so one logdir shows the search.
     assert all(any((experiment / "runs" / f"trial-{t.trial_id}" / "tensorboard").iterdir()) for t in trials)
 
     # 4. pose3d best lists and exports the best; its checkpoint loads and scores as it validated.

@@ -1,4 +1,6 @@
-"""``pose3d bench train``: training throughput, plain PyTorch vs Ray Train (DECISIONS 15).
+"""``pose3d bench train``: training throughput, plain PyTorch vs Ray Train, to measure what Ray
+Train and Ray Data cost over a plain loop (Train's own overhead is meant to stay within 15 %;
+docs/design.md, Training benchmark).
 
 (a) a plain loop on in-memory tensors; (b) Ray Train (one worker) on the same in-memory data:
 Train's own overhead; (c) Ray Train fed by Ray Data from shards: what a user sees. Same model
@@ -79,7 +81,8 @@ def _ray_in_memory(loop_config: dict[str, Any]) -> None:
     cfg = config_from_dict(loop_config["config"])
     batch = _batch(cfg, cfg.data.batch_size)
     ips = _timed_steps(cfg, batch, loop_config["steps"], loop_config["warmup"], loop_config["threads"])
-    # Train V2 keeps metrics only with a checkpoint (RAY_NOTES), so the figure travels in one.
+    # Ray Train V2's Result keeps the metrics of checkpointed reports only, so the figure travels
+    # with a checkpoint (docs/design.md, Ray 2.60 facts).
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "img_per_s.txt"), "w") as fh:
             fh.write(repr(ips))
@@ -141,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
-    """(c): the real training path on shards; img/s of the stage-3 steps after warm-up."""
+    """(c): the real training path on shards; img/s of the last stage's steps after warm-up."""
+    from pose3d.train import schedule
+    from pose3d.train.tensorboard import folder as tensorboard_folder
     from pose3d.train.trainer import fit
 
     shards = args.shards
@@ -155,7 +160,8 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
     warmup = args.data_warmup
     total = warmup + args.data_steps
     cfg.data.set_3d, cfg.data.set_2d, cfg.data.val_3d = lab, wild, ""
-    cfg.train.stages[0].steps, cfg.train.stages[1].steps, cfg.train.stages[2].steps = 0, 0, total
+    for stage in schedule.STAGES:  # the last stage only: depth and the geometric term, the full step
+        schedule.set_stage_steps(cfg, stage, total if stage == schedule.STAGES[-1] else 0)
     cfg.run.storage_path, cfg.run.name = storage, "bench-data"
     # A report every warm-up-many steps; the first window (pipeline start-up) is left out.
     cfg.train.log_every = warmup
@@ -163,7 +169,7 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
     fit(cfg)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(os.path.join(storage, "bench-data", "tensorboard"))
+    acc = EventAccumulator(tensorboard_folder(storage, "bench-data"))
     acc.Reload()
     rates = [e.value for e in acc.Scalars("img_per_s") if e.step > warmup]
     steps = [e.step for e in acc.Scalars("img_per_s")]
@@ -172,10 +178,12 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
 
 
 def _synthetic_train_sets(root: str) -> tuple[str, str]:
+    from pose3d import storage
     from pose3d.cli.errors import UserError
 
-    lab, wild = os.path.join(root, "synthetic_lab", "train"), os.path.join(root, "synthetic_wild", "train")
+    lab = storage.join(root, "synthetic_lab", "train")
+    wild = storage.join(root, "synthetic_wild", "train")
     for path in (lab, wild):
-        if not os.path.isdir(path):
+        if not storage.exists(path):
             raise UserError(f"{path}: not found; pass --shards with a `pose3d prep synthetic` output")
     return lab, wild
