@@ -126,7 +126,7 @@ def test_contact_sheet_layout():
 def test_prep_job_through_the_command(tmp_path):
     """A real writer job through ``pose3d prep custom`` (its own Ray), with the fake reader of
     test_writer.py: progress on stderr, the summary table on stdout, shards on disk."""
-    from tests.test_writer import _make_raw
+    from tests.data_prep.test_writer import _make_raw
 
     _make_raw(tmp_path / "raw")
     out = tmp_path / "out"
@@ -134,7 +134,7 @@ def test_prep_job_through_the_command(tmp_path):
         "prep",
         "custom",
         "--reader",
-        "tests.test_writer",
+        "tests.data_prep.test_writer",
         "--raw",
         str(tmp_path / "raw"),
         "--out",
@@ -237,7 +237,7 @@ def test_prep_to_object_storage_crash_and_resume(s3_env, tmp_path, monkeypatch):
     """``pose3d prep`` writing to s3:// crashes after 2 tasks, resumes, and the objects are
     byte-identical to the same tasks written locally (without Ray); inspect reads them back."""
     from data_prep import writer
-    from tests import test_writer as fake
+    from tests.data_prep import test_writer as fake
 
     fake._make_raw(tmp_path / "raw")
     uri = "s3://pose3d-test/prep"
@@ -253,7 +253,7 @@ def test_prep_to_object_storage_crash_and_resume(s3_env, tmp_path, monkeypatch):
         "--num-cpus",
         "4",
     )
-    args = ("prep", "custom", "--reader", "tests.test_writer", *common, "--split", "train", "test")
+    args = ("prep", "custom", "--reader", "tests.data_prep.test_writer", *common, "--split", "train", "test")
     crashed = _pose3d(*args, timeout=300, POSE3D_PREP_CRASH_AFTER_TASKS="2", **s3_env)
     assert crashed.returncode != 0 and "InjectedCrash" in crashed.stderr, crashed.stderr[-3000:]
     resumed = _pose3d(*args, timeout=300, **s3_env)
