@@ -267,11 +267,12 @@ def stage1_config(plan: Plan) -> Config:
 
 
 def check_init_checkpoint(path: str) -> None:
+    from pose3d.model.io import UnsafeCheckpointError
     from pose3d.train.checkpoint import load_training_state
 
     try:
         state = load_training_state(path)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, UnsafeCheckpointError) as err:
         raise SearchError(f"--init: {err}") from None
     if state.get("stage") != 1:
         stage = state.get("stage")

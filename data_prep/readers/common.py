@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 
 from data_prep.records import Camera
 from pose3d import geometry, skeleton
+from pose3d.image import is_truncated
 
 #: MPII's scale unit (also mmpose's): ``scale * 200`` is the side of the person box in px.
 SCALE_UNIT_PX = 200.0
@@ -35,9 +37,12 @@ SCALE_UNIT_PX = 200.0
 #: Human3.6M and 3DHP boxes have (checked on the fixtures: scale*200 = 1.2 x the joints' extent).
 JOINT_BOX_MARGIN = 1.2
 
-# Quarantine categories (the text before ": "). "bad image" and "wrong joint count" are the
-# writer's own categories too (data_prep.crop), so the counts merge.
-BAD_IMAGE = "bad image"
+# Quarantine categories (the text before ": "). "wrong joint count" is the writer's own category
+# too (data_prep.crop), so the counts merge. An image is missing, truncated (cut short: OpenCV would
+# decode it and grey the rest) or undecodable, each counted apart.
+MISSING_IMAGE = "missing image"
+TRUNCATED_IMAGE = "truncated image"
+UNDECODABLE_IMAGE = "undecodable image"
 WRONG_JOINT_COUNT = "wrong joint count"
 TOO_FEW_JOINTS = "too few annotated joints"
 NO_CAMERA = "no camera"
@@ -46,16 +51,61 @@ BAD_ANNOTATION = "bad annotation"
 NO_IMAGE_NAME = "no image name"
 
 
-def load_image(path: str | Path) -> np.ndarray | None:
-    """The image as (H, W, 3) uint8 BGR, or None when it is missing or cannot be decoded."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+class UnsafePickleError(ValueError):
+    """A pickle that names a class or function outside the plain values camera files hold."""
+
+
+_NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1.x and 2.x pickles
+#: What a camera ``.pkl`` may hold (mmpose's and 3DHP's dicts of lists and numpy arrays). Anything
+#: else could run code when unpickled, so it is refused by name.
+_PICKLE_ALLOWED: frozenset[tuple[str, str]] = frozenset(
+    [("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray")]
+    + [("builtins", n) for n in ("int", "float", "complex", "bool")]
+    + [("collections", "OrderedDict")]
+    + [(m, n) for m in _NUMPY_CORE for n in ("_reconstruct", "scalar")]
+    + [("numpy", "ndarray"), ("numpy", "dtype")]
+    + [("numpy", n) for n in ("float64", "float32", "int64", "int32", "bool_", "str_")]
+)  # fmt: skip
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, path: Path) -> None:
+        super().__init__(file)
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise UnsafePickleError(
+                f"{self._path}: refused: the pickle names {module}.{name}, which a camera file never holds "
+                "(unpickling it could run code); convert the cameras to JSON or rebuild the .pkl from "
+                "plain dicts, lists and numpy arrays"
+            )
+        return super().find_class(module, name)
+
+
+def load_plain_pickle(path: str | Path) -> Any:
+    """Unpickle a data file that holds only builtins and numpy arrays (camera ``.pkl`` files); any
+    other class or function is refused with ``UnsafePickleError`` naming it, and nothing runs."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        return _PlainUnpickler(f, path).load()
+
+
+def read_image(path: str | Path, source: str) -> tuple[np.ndarray | None, str | None]:
+    """(the image as (H, W, 3) uint8 BGR, None), or (None, the quarantine reason naming ``source``):
+    "missing image", "truncated image" (``pose3d.image.is_truncated``) or "undecodable image"."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None, f"{MISSING_IMAGE}: {source}"
+    except OSError as err:
+        return None, f"{UNDECODABLE_IMAGE}: {source}: {err.strerror or err}"
+    if is_truncated(data):
+        return None, f"{TRUNCATED_IMAGE}: {source} ({len(data)} bytes, no end-of-image marker)"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-        return None
-    return image
-
-
-def bad_image_reason(path: str | Path) -> str:
-    return f"{BAD_IMAGE}: cannot read {path}" if Path(path).exists() else f"{BAD_IMAGE}: missing {path}"
+        return None, f"{UNDECODABLE_IMAGE}: {source} ({len(data)} bytes)"
+    return image, None
 
 
 def box_from_center_scale(center: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,8 @@ annotation_body3d/cameras.json, annotation_body3d/cameras.pkl, cameras.h5):
     ``R`` is camera-to-world and ``T`` the camera centre in world coordinates:
     x_cam = R^T (x_world - T) (``geometry.world_to_camera``).
   - ``cameras.pkl`` (mmpose): the same dict pickled; keys ``("S1", "54138969")`` or
-    ``"S1_54138969"``, values arrays or lists. (A pickle runs code when loaded: read only your own.)
+    ``"S1_54138969"``, values arrays or lists. Read with a restricted unpickler: only plain values
+    and numpy arrays load, anything else is refused by name.
   - ``cameras.h5`` (3d-pose-baseline): groups ``subject{n}/camera{k}`` (k = 1..4 for cameras
     54138969, 55011271, 58860488, 60457274), datasets ``R`` (3, 3), ``T`` (3, 1) world mm, ``f``
     (2, 1), ``c`` (2, 1), ``k`` (3, 1), ``p`` (2, 1), ``Name`` (uint8 character codes of the camera
@@ -75,7 +76,6 @@ extrinsics are read and converted (``H36MCamera``) for other users.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,8 +164,7 @@ def load_cameras(path: str | Path) -> dict[tuple[str, str], H36MCamera]:
     if path.suffix == ".h5":
         return _load_cameras_h5(path)
     if path.suffix == ".pkl":
-        with open(path, "rb") as f:
-            raw = pickle.load(f)
+        raw = common.load_plain_pickle(path)
     else:
         with open(path) as f:
             raw = json.load(f)
@@ -378,10 +377,10 @@ def _read_npz(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
         center, box = common.box_from_joints(j2d, vis)
     for i, (name, key) in enumerate(zip(names, keys, strict=True)):
         path = Path(p["images"]) / name
-        image = common.load_image(path)
         source = common.relative_to_root(path, task.raw_root)
+        image, reason = common.read_image(path, source)
         if image is None:
-            yield Quarantined(source, key, common.bad_image_reason(source))
+            yield Quarantined(source, key, reason)
             continue
         yield PersonSample(
             image=image,

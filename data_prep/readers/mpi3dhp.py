@@ -62,7 +62,6 @@ Layout "npz" (mmpose's preprocessed test set; the fixture ``mpi_inf_3dhp/``)::
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,8 +137,7 @@ def find_cameras(raw_root: str | Path, cameras: str | None = None) -> dict[str, 
         raise FileNotFoundError(f"3dhp: cameras file {path} not found")
     if path is not None and path.suffix in (".json", ".pkl"):
         if path.suffix == ".pkl":
-            with open(path, "rb") as f:
-                raw = pickle.load(f)
+            raw = common.load_plain_pickle(path)
         else:
             with open(path) as f:
                 raw = json.load(f)
@@ -402,9 +400,9 @@ def _sample(
     """One frame: source joints (17, 2) px and (17, 3) mm -> the sample (camera needs the image)."""
     seq = task.task_id
     source = common.relative_to_root(path, task.raw_root)
-    image = common.load_image(path)
+    image, reason = common.read_image(path, source)
     if image is None:
-        return Quarantined(source, key, common.bad_image_reason(source))
+        return Quarantined(source, key, reason)
     camera = _camera_for(task.payload["camera"], image)
     if camera is None:
         return Quarantined(

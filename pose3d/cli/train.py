@@ -64,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
     from pose3d.schema import ShardSchemaError
+    from pose3d.train.config import ConfigError
 
     try:
         result = train(cfg, address=args.address, num_cpus=args.num_cpus)
-    except (ShardSchemaError, FileNotFoundError) as err:
+    except (ShardSchemaError, FileNotFoundError, ConfigError) as err:
         raise UserError(str(err)) from None
     return 0 if result is not None else 1
 

@@ -7,6 +7,7 @@ May import: ``pose3d.model``, ``pose3d.storage`` (local folders and URIs such as
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,33 @@ def save_model(directory: str | Path, model: torch.nn.Module, model_config: Mode
     return path
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint file holding more than tensors and plain values: refused, since unpickling it
+    could run code."""
+
+
+def load_tensor_file(path: Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` restricted to tensors and plain Python values (``weights_only``): a file that
+    names any other class or function is refused with ``UnsafeCheckpointError`` naming the file, and
+    nothing in it runs."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: it holds more than tensors and plain values, and loading it could "
+            f"run code ({reason}); pose3d writes only tensors and plain values, so this file did not come "
+            "from pose3d or was altered"
+        ) from None
+
+
 def read_model_file(local: Path, name: str | None = None, map_location: Any = "cpu") -> dict[str, Any]:
     """The ``model.pt`` blob of a local checkpoint folder: {"model_config": dict, "state_dict"}.
     Raises FileNotFoundError naming ``name`` (default the folder) when the folder has no model.pt."""
     path = Path(local) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{name or local}: not a pose3d checkpoint (no {MODEL_FILE})")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return load_tensor_file(path, map_location)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PoseNet:

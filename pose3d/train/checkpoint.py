@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from pose3d import storage
-from pose3d.model.io import MODEL_FILE, read_model_file, save_model
+from pose3d.model.io import MODEL_FILE, load_tensor_file, read_model_file, save_model
 from pose3d.model.net import ModelConfig
 
 STATE_FILE, CONFIG_FILE, METRICS_FILE = "state.pt", "config.yaml", "metrics.yaml"
@@ -52,10 +52,10 @@ def save_checkpoint(
         directory / STATE_FILE,
     )
     if config is not None:
-        (directory / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        storage.write_text(str(directory / CONFIG_FILE), yaml.safe_dump(config, sort_keys=False))
     if metrics is not None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        (directory / METRICS_FILE).write_text(yaml.safe_dump(clean, sort_keys=True))
+        storage.write_text(str(directory / METRICS_FILE), yaml.safe_dump(clean, sort_keys=True))
     return directory
 
 
@@ -64,7 +64,7 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     or a URI), for exact resume."""
     with storage.local_copy(path) as local:
         blob = read_model_file(local, str(path))
-        state = torch.load(local / STATE_FILE, map_location="cpu", weights_only=False)
+        state = load_tensor_file(local / STATE_FILE)
         state["state_dict"] = blob["state_dict"]
         cfg_path = local / CONFIG_FILE
         state["config"] = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else None

@@ -69,6 +69,7 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
     absolute_paths(cfg)
+    check_init_checkpoint(cfg)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict()},
@@ -93,6 +94,20 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
         datasets=build_datasets(cfg),
         dataset_config=DataConfig(datasets_to_split="all"),
     )
+
+
+def check_init_checkpoint(cfg: Config) -> None:
+    """Refuse a ``train.init_from`` that is missing or unsafe (``ConfigError`` naming it) in the driver,
+    before any worker starts."""
+    if not cfg.train.init_from:
+        return
+    from pose3d.model.io import UnsafeCheckpointError
+    from pose3d.train.checkpoint import load_training_state
+
+    try:
+        load_training_state(cfg.train.init_from)
+    except (FileNotFoundError, UnsafeCheckpointError) as err:
+        raise ConfigError(f"train.init_from: {err}") from None
 
 
 def fit(cfg: Config) -> Any:

@@ -43,3 +43,41 @@ def test_not_a_checkpoint_names_the_path(tmp_path):
 
 def test_one_definition_of_load_model():
     assert not hasattr(checkpoint, "load_model")
+
+
+class _RunsCode:
+    """Unpickling this calls ``pathlib.Path.touch`` on ``marker``: the shape of a code-running file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_crafted_state_file_is_refused_and_nothing_runs(tmp_path):
+    model, cfg = _tiny()
+    folder = checkpoint.save_checkpoint(tmp_path / "ckpt", model, cfg, stage=1, global_step=3)
+    marker = tmp_path / "ran"
+    torch.save({"optimizer": _RunsCode(marker), "stage": 1}, folder / checkpoint.STATE_FILE)
+    with pytest.raises(io.UnsafeCheckpointError, match="refused to load") as err:
+        checkpoint.load_training_state(folder)
+    assert str(folder / checkpoint.STATE_FILE) in str(err.value)
+    torch.save({"model_config": {}, "state_dict": _RunsCode(marker)}, folder / io.MODEL_FILE)
+    with pytest.raises(io.UnsafeCheckpointError, match="could run code"):
+        io.load_model(folder)
+    assert not marker.exists()
+
+
+def test_optimizer_state_loads_weights_only(tmp_path):
+    model, cfg = _tiny()
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    model(torch.rand(2, 3, 64, 64)).heatmaps[-1].sum().backward()
+    optimizer.step()
+    folder = checkpoint.save_checkpoint(tmp_path / "ckpt", model, cfg, optimizer=optimizer, stage=2)
+    state = checkpoint.load_training_state(folder)
+    restored = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    restored.load_state_dict(state["optimizer"])
+    assert restored.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
