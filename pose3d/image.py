@@ -87,3 +87,25 @@ def decode_images(jpegs: Sequence[bytes], rgb: bool = True) -> np.ndarray:
     if len({im.shape for im in images}) > 1:
         raise ValueError(f"crops differ in size: {sorted({im.shape for im in images})}")
     return np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+_JPEG_START, _JPEG_SOS, _JPEG_EOI = b"\xff\xd8\xff", b"\xff\xda", b"\xff\xd9"
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def is_truncated(data: bytes) -> bool:
+    """True for a JPEG or PNG file cut short: a JPEG whose last scan (SOS marker) is not followed
+    by the end-of-image marker, or that has no scan at all; a PNG without its IEND chunk at the end.
+    OpenCV decodes such files without an error, greying what is missing.
+
+    Why the JPEG rule holds: inside entropy-coded data every 0xFF byte is followed by 0x00 or a
+    restart marker, so 0xFFD9 after the last 0xFFDA can only be the real end of the image (an
+    embedded thumbnail's end marker comes before the main scan). Bytes after the end marker
+    (camera trailers) are allowed. Other formats: False (decoding decides).
+    """
+    if data.startswith(_JPEG_START):
+        last_scan = data.rfind(_JPEG_SOS)
+        return last_scan < 0 or data.rfind(_JPEG_EOI) < last_scan
+    if data.startswith(_PNG_START):
+        return not data.endswith(_PNG_END)
+    return False

@@ -446,9 +446,9 @@ def read_task(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
             continue
         path = Path(p["images"]) / person.image
         source = common.relative_to_root(path, task.raw_root)
-        image = common.load_image(path)
+        image, reason = common.read_image(path, source)
         if image is None:
-            yield Quarantined(source, person.key, common.bad_image_reason(source))
+            yield Quarantined(source, person.key, reason)
             continue
         center, side = person_box(person, p["hourglass_box"])
         yield PersonSample(

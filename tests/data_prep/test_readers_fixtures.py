@@ -112,11 +112,14 @@ def test_h36m_corrupt_and_missing_image_quarantined(fixtures_dir: Path, tmp_path
     bad = root / "S5/S5_SittingDown.54138969/S5_SittingDown.54138969_002061.jpg"
     bad.write_bytes(b"\xff\xd8 this is not a JPEG")
     (root / "S7/S7_Greeting.55011271/S7_Greeting.55011271_000396.jpg").unlink()
+    cut = root / "S8/S8_WalkDog_1.55011271/S8_WalkDog_1.55011271_000026.jpg"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])  # OpenCV would decode a third, grey the rest
     samples, quarantined = _split(_read_all(h36m, h36m.list_tasks(str(root), "train")))
-    assert [s.subject for s in samples] == ["S1", "S8"]
-    assert [(q.key, common.BAD_IMAGE in q.reason) for q in quarantined] == [
-        ("002060", True),
-        ("000395", True),
+    assert [s.subject for s in samples] == ["S1"]
+    assert [(q.key, q.reason.split(":")[0]) for q in quarantined] == [
+        ("002060", common.UNDECODABLE_IMAGE),
+        ("000395", common.MISSING_IMAGE),
+        ("000025", common.TRUNCATED_IMAGE),
     ]
     assert "missing" in quarantined[1].reason
 
@@ -332,7 +335,7 @@ def test_mpii_json_bad_rows_quarantined(fixtures_dir: Path, tmp_path: Path):
     ]
     assert records[0].reason.startswith(common.WRONG_JOINT_COUNT + ": ")
     assert records[1].reason == f"{common.TOO_FEW_JOINTS}: 3 < 4"
-    assert records[2].reason.startswith(common.BAD_IMAGE + ": ")
+    assert records[2].reason.startswith(common.UNDECODABLE_IMAGE + ": ")
     kept = _read_all(mpii, mpii.list_tasks(str(root), "val", annotation="valid.json", min_joints=3))
     assert isinstance(kept[1], PersonSample)
     (root / "valid.json").write_text(json.dumps(rows[1:]))  # rewritten in place: read again, not cached
@@ -506,7 +509,7 @@ def test_3dhp_official_layout(tmp_path: Path):
     assert [t.task_id for t in tasks] == ["TS1", "TS5"]
     samples, quarantined = _split(list(mpi3dhp.read_task(tasks[0])))
     assert [s.frame for s in samples] == [1, 2] and [q.key for q in quarantined] == ["000004"]
-    assert quarantined[0].reason.startswith(common.BAD_IMAGE)
+    assert quarantined[0].reason.startswith(common.UNDECODABLE_IMAGE)
     # intrinsics by hand for a 100 x 100 image: fx = 5 / 10 * 100, fy = 1.1 fx, c = 50 + (5, -5)
     f, c = np.array([50.0, 55.0]), np.array([55.0, 45.0])
     for s in samples:
@@ -526,7 +529,7 @@ def test_3dhp_official_layout(tmp_path: Path):
     assert [s.frame for s in samples] == [0] and samples[0].annotation_3d == "annot3"
     assert samples[0].group == "outdoor" and samples[0].action == "Sports"
     np.testing.assert_array_equal(samples[0].joints_3d[0], p3[0, 10])
-    assert [q.reason.split(":")[0] for q in quarantined] == [common.BAD_IMAGE]  # img_000002 missing
+    assert [q.reason.split(":")[0] for q in quarantined] == [common.MISSING_IMAGE]  # img_000002 missing
     tasks = mpi3dhp.list_tasks(str(root), "test", annotation_3d="annot3", sequences="TS1")
     s = next(r for r in mpi3dhp.read_task(tasks[0]) if isinstance(r, PersonSample))
     np.testing.assert_array_equal(s.joints_3d[0], p3[1, 10] + 1000.0)
