@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -131,6 +133,29 @@ class Config:
 
     def validate(self) -> Config:
         """Check values that types cannot; raise ConfigError naming the key."""
+        for key, value in _numbers(self):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value}")
+        for key, value, least in (
+            ("train.checkpoint_every", self.train.checkpoint_every, 1),
+            ("train.val_every", self.train.val_every, 1),
+            ("train.log_every", self.train.log_every, 1),
+            ("data.batch_size", self.data.batch_size, 1),
+            ("data.shuffle_buffer", self.data.shuffle_buffer, 0),
+            ("data.preprocess_actors", self.data.preprocess_actors, 1),
+            ("data.val_rows", self.data.val_rows, 0),
+            ("run.keep_checkpoints", self.run.keep_checkpoints, 1),
+            ("run.max_failures", self.run.max_failures, -1),
+        ):
+            if value < least:
+                raise ConfigError(f"{key} must be >= {least}, got {value}")
+        for key, value in (
+            ("scaling.cpus_per_worker", self.scaling.cpus_per_worker),
+            ("scaling.gpus_per_worker", self.scaling.gpus_per_worker),
+            ("optim.eps", self.optim.eps),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{key} must be > 0, got {value}")
         if len(self.train.stages) != schedule.NUM_STAGES:
             raise ConfigError(
                 f"train.stages: expected {schedule.NUM_STAGES} stages, got {len(self.train.stages)}"
@@ -142,6 +167,10 @@ class Config:
                 raise ConfigError(f"train.stages.{i}.lr must be > 0, got {st.lr}")
             if st.reg < 0 or st.geo < 0:
                 raise ConfigError(f"train.stages.{i}: reg and geo must be >= 0")
+            if st.lr_drop_step is not None and st.lr_drop_step < 0:
+                raise ConfigError(f"train.stages.{i}.lr_drop_step must be >= 0, got {st.lr_drop_step}")
+            if st.lr_drop <= 0:
+                raise ConfigError(f"train.stages.{i}.lr_drop must be > 0, got {st.lr_drop}")
         if schedule.total_steps(self) == 0:
             raise ConfigError("train.stages: every stage has 0 steps; nothing to train")
         if not 0.0 <= self.data.ratio_2d < 1.0:
@@ -200,6 +229,18 @@ def absolute_paths(cfg: Config) -> None:
             setattr(cfg.data, key, storage.absolute(getattr(cfg.data, key)))
     if cfg.train.init_from:
         cfg.train.init_from = storage.absolute(cfg.train.init_from)
+
+
+def _numbers(obj: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted key, value) of every float in a config tree (stages numbered from 1)."""
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _numbers(getattr(obj, f.name), f"{prefix}{f.name}.")
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj, start=1):
+            yield from _numbers(item, f"{prefix}{i}.")
+    elif isinstance(obj, float):
+        yield prefix.rstrip("."), obj
 
 
 # --- loading ------------------------------------------------------------------------------

@@ -38,6 +38,18 @@ def test_overrides_use_stage_numbers_and_yaml_values():
         ("model.input_size=100", "4 x output_size"),
         ("nonsense", "expected key=value"),
         ("run.ray_train_log_level=LOUD", "run.ray_train_log_level must be DEBUG"),
+        # Values that would break later, in a worker, refused up front:
+        ("train.checkpoint_every=0", "train.checkpoint_every must be >= 1, got 0"),
+        ("train.val_every=-5", "train.val_every must be >= 1, got -5"),
+        ("train.log_every=0", "train.log_every must be >= 1"),
+        ("data.shuffle_buffer=-1", "data.shuffle_buffer must be >= 0"),
+        ("data.preprocess_actors=0", "data.preprocess_actors must be >= 1"),
+        ("run.keep_checkpoints=0", "run.keep_checkpoints must be >= 1"),
+        ("train.stages.2.lr=nan", "train.stages.2.lr must be a finite number, got nan"),
+        ("train.stages.3.geo=inf", "train.stages.3.geo must be a finite number"),
+        ("data.augment.scale=nan", "data.augment.scale must be a finite number"),
+        ("scaling.cpus_per_worker=0", "scaling.cpus_per_worker must be > 0"),
+        ("train.stages.1.lr_drop=0", "train.stages.1.lr_drop must be > 0"),
     ],
 )
 def test_bad_overrides_are_named(override, message):
