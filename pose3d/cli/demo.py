@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from pose3d import storage
 from pose3d.cli.errors import UserError
 from pose3d.infra.ray_session import add_ray_arguments
 from pose3d.schema import CROP_MARGIN
@@ -100,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     table = format_table(ev, timings)
     print(table)
     report = {"checkpoint": best.path, "evaluation": ev, "seconds": timings}
-    (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))
-    (out / "demo_report.md").write_text(table + "\n")
+    storage.write_text(str(out / "demo_report.json"), json.dumps(report, indent=2, default=float))
+    storage.write_text(str(out / "demo_report.md"), table + "\n")
     model, base = ev["model"]["mpjpe"], ev["baseline"]["mpjpe"]
     if not model < base:
         print(
