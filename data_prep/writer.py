@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from data_prep import crop
 from data_prep.records import PersonSample, Quarantined, SourceTask
 from pose3d import schema, storage
+from pose3d.infra.stall import StallWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -589,13 +590,15 @@ def run_prep(
     config: WriterConfig | None = None,
     crash_after_tasks: int | None = None,
     progress_bars: bool = False,
+    stall_warn_s: float = 300.0,
 ) -> PrepResult:
     """Prepare the shards of ``reader``'s tasks for ``splits`` under ``out`` (a Ray Data job).
 
     Starts Ray in-process when needed (``ensure_ray``). Skips tasks already marked done. Logs a
     line per finished task and returns the summaries (also written to ``prep_summary.json``).
     ``crash_after_tasks`` (or the env var ``POSE3D_PREP_CRASH_AFTER_TASKS``) injects a crash for
-    tests. Raises PrepMismatch when ``out`` holds shards made with other parameters.
+    tests. Raises PrepMismatch when ``out`` holds shards made with other parameters. When no task
+    finishes for ``stall_warn_s`` seconds (0: never), a warning names what Ray waits for.
     """
     import ray
     import ray.data
@@ -655,8 +658,14 @@ def run_prep(
                     "crash_after": crash_after,
                 },
             )
-            for row in ds.iter_rows():
-                results.append(_log_result(row, len(results) + 1, len(todo), results, job_start))
+            hint = (
+                "Each task takes 1 CPU: give Ray more CPUs (--num-cpus) or free those other jobs hold; "
+                "--stall-warn-s sets when this warning comes"
+            )
+            with StallWatchdog(stall_warn_s, "prep task finished", hint) as watchdog:
+                for row in ds.iter_rows():
+                    watchdog.beat()
+                    results.append(_log_result(row, len(results) + 1, len(todo), results, job_start))
         finally:
             context.enable_progress_bars = bars_before
     job_seconds = time.perf_counter() - job_start

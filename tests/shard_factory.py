@@ -79,10 +79,14 @@ def make_rows(n: int, *, has_3d: bool, crop: int = 64, seed: int = 0, dataset: s
 
 
 def write_shard_set(folder: Path, n: int, *, has_3d: bool, shards: int = 2, seed: int = 0,
-                    dataset: str = "synthetic_lab", split: str = "train") -> Path:  # fmt: skip
-    """Write ``n`` rows as ``shards`` Parquet files under ``folder``; returns the folder."""
+                    dataset: str = "synthetic_lab", split: str = "train",
+                    corrupt_rows: tuple[int, ...] = ()) -> Path:  # fmt: skip
+    """Write ``n`` rows as ``shards`` Parquet files under ``folder``; returns the folder. The rows at
+    ``corrupt_rows`` get image bytes that do not decode."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = make_rows(n, has_3d=has_3d, seed=seed, dataset=dataset, split=split)
+    for i in corrupt_rows:
+        rows["image_jpeg"][i] = b"\xff\xd8\xff\xe0 not a JPEG"
     bounds = np.linspace(0, n, shards + 1).astype(int)
     for k in range(shards):
         part = {key: value[bounds[k] : bounds[k + 1]] for key, value in rows.items()}

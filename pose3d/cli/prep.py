@@ -205,6 +205,13 @@ def _add_job_arguments(p: argparse.ArgumentParser, splits: tuple[str, ...] | Non
         required=splits is None,
         help="splits to prepare" + (f" (default: {' '.join(splits)})" if splits else ""),
     )
+    p.add_argument(
+        "--stall-warn-s",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="warn, naming what Ray waits for, when no task finishes for S seconds (0: never; default 300)",
+    )
     _add_writer_arguments(p)
 
 
@@ -287,6 +294,7 @@ def _run_reader(args: argparse.Namespace) -> int:
             reader_options=options,
             config=config,
             crash_after_tasks=args.crash_after_tasks,
+            stall_warn_s=args.stall_warn_s,
         )
     except (OSError, ValueError) as err:  # unreadable raw data, unreachable output, bad options
         raise UserError(str(err)) from err
@@ -374,12 +382,22 @@ def write_contact_sheet(files: list[str], out: str, n: int = 16, seed: int = 0) 
     from pose3d.image import decode_images
     from pose3d.viz import draw2d
 
-    columns = ["image_jpeg", "joints_2d", "visible", "dataset", "subject", "action"]
+    columns = ["image_jpeg", "joints_2d", "visible", "dataset", "subject", "action", "row_id"]
     data = shards.sample_rows(files, n, seed, columns)
-    tiles, labels = [], []
+    tiles, labels, skipped = [], [], []
     for k, jpeg in enumerate(data["image_jpeg"]):
-        image = decode_images([jpeg], rgb=False)[0]
+        try:
+            image = decode_images([jpeg], rgb=False)[0]
+        except ValueError:  # a corrupt row is named, never fatal
+            skipped.append(str(data["row_id"][k]))
+            continue
         tiles.append(draw2d.draw_skeleton(image, data["joints_2d"][k], data["visible"][k]))
         labels.append(" ".join(x for x in (data["dataset"][k], data["subject"][k], data["action"][k]) if x))
-    draw2d.save_image(out, draw2d.contact_sheet(tiles, labels=labels))
+    if skipped:
+        print(
+            f"skipped {len(skipped)} sampled row(s) whose image does not decode: {', '.join(skipped)}",
+            file=sys.stderr,
+        )
+    if tiles:
+        draw2d.save_image(out, draw2d.contact_sheet(tiles, labels=labels))
     return len(tiles)

@@ -17,6 +17,8 @@ from pose3d.schema import CROP_MARGIN
 
 #: Columns the batch transform reads from shards.
 INPUT_COLUMNS = ("image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d", "has_3d")
+#: Columns that name a row (its id, and the shard file Ray Data's ``include_paths`` adds as "path").
+NAME_COLUMNS = ("row_id", "path")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,9 @@ def make_batch(
     Returns numpy arrays: image (n, 3, S, S) uint8 RGB; heatmaps (n, 16, O, O) float32;
     depth (n, 16) float32 normalized (NaN on rows without 3D); joints_2d_norm (n, 16, 2) float32
     in [-1, 1] over the output map; joints_out (n, 16, 2) float32 output px; visible (n, 16) bool;
-    has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm after the flip (NaN without 3D).
+    has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm after the flip (NaN without 3D);
+    decoded (n,) bool, False for a row whose JPEG does not decode (its image is black; readers skip
+    such rows and name them: ``pose3d.data.mixing.RowTally``).
     """
     jpegs = list(rows["image_jpeg"])
     n = len(jpegs)
@@ -92,11 +96,13 @@ def make_batch(
     has_3d = _as_array(rows["has_3d"], (), bool)
 
     affine = crop_to_input_affine(crop_size, input_size, aug)
-    images = np.empty((n, input_size, input_size, 3), np.uint8)
+    images = np.zeros((n, input_size, input_size, 3), np.uint8)
+    decoded = np.ones(n, bool)
     for i, data in enumerate(jpegs):
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"row {i}: image_jpeg does not decode")
+        if bgr is None:  # a corrupt row: flagged for the reader to skip and name, never fatal here
+            decoded[i] = False
+            continue
         images[i] = cv2.warpAffine(bgr, affine[i], (input_size, input_size), flags=cv2.INTER_LINEAR)
     gain = aug["gain"][:, None, None, ::-1]  # gains are RGB; images are BGR until the flip below
     images = np.clip(images * gain, 0, 255).astype(np.uint8)[..., ::-1]  # BGR -> RGB
@@ -126,6 +132,7 @@ def make_batch(
         "visible": visible,
         "has_3d": has_3d,
         "joints_3d": joints_3d.astype(np.float32),
+        "decoded": decoded,
     }
 
 
@@ -145,4 +152,8 @@ class BatchPreprocessor:
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(rows["image_jpeg"])
         aug = sample_augmentation(self.rng, n, self.params) if self.params else identity_augmentation(n)
-        return make_batch(rows, self.input_size, self.output_size, aug)
+        out = make_batch(rows, self.input_size, self.output_size, aug)
+        for key in NAME_COLUMNS:  # carried through so a skipped row can be named
+            if key in rows:
+                out[key] = np.asarray(rows[key]).astype(str)
+        return out

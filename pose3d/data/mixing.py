@@ -10,6 +10,7 @@ of steps and every step's batch has exactly the configured mix.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,12 +29,54 @@ def _take(parts: list[Batch], n: int) -> tuple[Batch, list[Batch]]:
     return head, ([rest] if len(next(iter(rest.values()))) else [])
 
 
+#: Below this many rows seen, ``RowTally.exceeds`` judges the fraction against this many instead
+#: (one corrupt row among the first few must not end a run).
+MIN_ROWS_FOR_FRACTION = 1000
+
+
+@dataclass
+class RowTally:
+    """Rows a stream handed over or skipped because their image does not decode."""
+
+    seen: int = 0
+    skipped: int = 0
+    unreported: list[str] = field(default_factory=list)  # "shard file, row id" of skips not yet logged
+
+    def count(self, batch: Batch) -> Batch:
+        """``batch`` without its undecoded rows (``decoded`` False), each counted and named; the
+        naming columns (``row_id``, ``path``) and ``decoded`` are removed."""
+        decoded = batch.pop("decoded", None)
+        row_id, path = batch.pop("row_id", None), batch.pop("path", None)
+        if decoded is None:
+            return batch
+        self.seen += len(decoded)
+        if decoded.all():
+            return batch
+        bad = np.flatnonzero(~decoded)
+        self.skipped += len(bad)
+        self.unreported += [
+            f"shard {path[i] if path is not None else '?'}, row {row_id[i] if row_id is not None else '?'}"
+            for i in bad
+        ]
+        return {k: v[decoded] for k, v in batch.items()}
+
+    def take_unreported(self) -> list[str]:
+        names, self.unreported = self.unreported, []
+        return names
+
+    def exceeds(self, max_fraction: float) -> bool:
+        """Whether the skipped rows are more than ``max_fraction`` of the rows seen (of at least
+        ``MIN_ROWS_FOR_FRACTION``)."""
+        return self.skipped > max_fraction * max(self.seen, MIN_ROWS_FOR_FRACTION)
+
+
 class RowStream:
     """Rows of a stream that is read in passes, handed out in any requested amount.
 
     ``new_pass()`` starts a pass (for a Ray Data shard: a new epoch, freshly shuffled). Rows left
     at the end of a pass carry over, so nothing is dropped; one RowStream lives for the whole run,
     so a pass is never abandoned half-read (which would desynchronize ``streaming_split`` ranks).
+    Rows whose image did not decode are skipped and counted in ``tally``.
     """
 
     def __init__(self, new_pass: Callable[[], Iterable[Batch]], max_empty_passes: int = 3) -> None:
@@ -45,6 +88,7 @@ class RowStream:
         self._empty_passes = 0
         self._max_empty = max_empty_passes
         self.passes = 0
+        self.tally = RowTally()
 
     def take(self, n: int) -> Batch:
         """Exactly n rows (n >= 1)."""
@@ -65,6 +109,7 @@ class RowStream:
                         "the dataset shard yielded no rows in several passes; is it empty?"
                     ) from None
                 continue
+            batch = self.tally.count(batch)
             rows = len(next(iter(batch.values())))
             if rows:
                 self._pending.append(batch)

@@ -23,6 +23,7 @@ from pose3d.eval.predict import (
     LABEL_COLUMNS,
     add_predictions,
     concat_prediction_sets,
+    drop_undecoded,
     prepare_rows,
     select_rows,
 )
@@ -153,4 +154,4 @@ def predict_dataset(
     preds = concat_prediction_sets(parts)
     for name in LABEL_COLUMNS:  # Arrow strings come back as object arrays
         preds[name] = preds[name].astype(str)
-    return preds
+    return drop_undecoded(preds)

@@ -9,6 +9,7 @@ A prediction set is a dict of per-row numpy arrays: ``prepare_rows``'s labels pl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from pose3d.data.augment import identity_augmentation, make_batch
 from pose3d.data.shards import load_shards_numpy
 from pose3d.image import warp_crop
 from pose3d.schema import CROP_MARGIN
+
+log = logging.getLogger("pose3d.eval")
 
 #: Columns evaluation reads from shards.
 EVAL_COLUMNS = (
@@ -65,11 +68,12 @@ def prepare_rows(rows: dict[str, Any], input_size: int, output_size: int) -> dic
 
     Returns image (n, 3, S, S) uint8 RGB; joints_out (n, 16, 2) float32 ground-truth output px;
     visible (n, 16) bool; has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm (NaN without 3D);
-    head_size_out (n,) float32 output px (NaN without a head box); ``LABEL_COLUMNS`` as str arrays.
+    head_size_out (n,) float32 output px (NaN without a head box); ``LABEL_COLUMNS`` as str arrays;
+    decoded (n,) bool, False for a row whose image does not decode (``drop_undecoded`` removes them).
     """
     n = len(rows["image_jpeg"])
     batch = make_batch(rows, input_size, output_size, identity_augmentation(n))
-    out = {k: batch[k] for k in ("image", "joints_out", "visible", "has_3d", "joints_3d")}
+    out = {k: batch[k] for k in ("image", "joints_out", "visible", "has_3d", "joints_3d", "decoded")}
     out["head_size_out"] = head_size_in_output(rows, output_size).astype(np.float32)
     for name in LABEL_COLUMNS:
         out[name] = np.asarray(rows[name]).astype(str)
@@ -149,6 +153,21 @@ def add_predictions(
     return out
 
 
+def drop_undecoded(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``prepare_rows``'s output or a prediction set without the rows whose image does not decode
+    (and without the ``decoded`` column); each skipped row is named in the log, so one corrupt row
+    never ends an evaluation."""
+    decoded = np.asarray(rows["decoded"], bool)
+    kept = {k: v for k, v in rows.items() if k != "decoded"}
+    if decoded.all():
+        return kept
+    bad = np.flatnonzero(~decoded)
+    for i in bad:
+        log.warning("skipped row %s (%s): its image does not decode", rows["row_id"][i], rows["dataset"][i])
+    log.warning("%d of %d rows skipped: their image does not decode", len(bad), len(decoded))
+    return {k: v[decoded] for k, v in kept.items()}
+
+
 def concat_prediction_sets(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Join prediction sets (dicts of per-row arrays with the same keys) row-wise."""
     if not parts:
@@ -182,7 +201,7 @@ def predict_in_memory(
         parts.append(add_predictions(model, prepared, device, flip_test=flip_test, batch_size=batch_size))
         if progress is not None:
             progress(min(start + chunk_rows, n), n)
-    return concat_prediction_sets(parts)
+    return drop_undecoded(concat_prediction_sets(parts))
 
 
 # --- one image (``pose3d predict``) ------------------------------------------------------------------

@@ -5,9 +5,12 @@ stores and hands back on resume; the network alone loads with ``pose3d.model.io.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 import yaml
 
@@ -69,3 +72,81 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
         cfg_path = local / CONFIG_FILE
         state["config"] = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else None
     return state
+
+
+# --- checkpoints a run wrote that Ray Train never registered -------------------------------------------
+
+#: Ray Train 2.60's record of the checkpoints it registered, in the run folder
+#: (docs/design.md, Ray 2.60 facts).
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
+@dataclass(frozen=True)
+class FolderCheckpoint:
+    """A checkpoint folder in a run folder, found by listing it."""
+
+    path: str
+    global_step: int
+
+
+@dataclass
+class Reconciled:
+    """What ``reconcile`` decided: the checkpoint to resume from when it is newer than Ray Train's
+    latest (``adopted``), and the folders it removed (incomplete, or superseded and never registered)."""
+
+    adopted: FolderCheckpoint | None = None
+    removed: list[str] = field(default_factory=list)
+
+
+def registered_checkpoints(run_dir: str) -> set[str] | None:
+    """Names of the checkpoint folders Ray Train registered for the run (from its snapshot file), or
+    None when the snapshot is missing or unreadable (then nothing may be removed)."""
+    try:
+        snapshot = json.loads(storage.read_text(storage.join(run_dir, RAY_SNAPSHOT_FILE)))
+        results = [*snapshot["checkpoint_results"], *snapshot.get("pending_training_results", [])]
+        if snapshot.get("latest_checkpoint_result"):
+            results.append(snapshot["latest_checkpoint_result"])
+        return {r["checkpoint_dir_name"] for r in results}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def is_complete(path: str) -> int | None:
+    """The global step of the checkpoint folder at ``path`` when every file is there and loads (a
+    folder cut short by a crash mid-upload does not), else None."""
+    try:
+        state = load_training_state(path)
+        return int(state["global_step"]) if state.get("config") is not None else None
+    except Exception:  # noqa: BLE001 - any failure to load means "not complete"
+        return None
+
+
+def reconcile(run_dir: str, ray_latest_step: int | None, remove: bool) -> Reconciled:
+    """Checkpoint folders of the run Ray Train did not register: the newest complete one is adopted
+    when its step is past ``ray_latest_step`` (Ray registers a checkpoint only once its report reaches
+    the controller, so a run stopped in between loses it otherwise); with ``remove``, the others are
+    deleted (incomplete, or older than the resume point: never to be used, and Ray never prunes
+    them). Registered folders are left to Ray. Nothing is removed when Ray's snapshot is unreadable.
+    """
+    fs, root = storage.resolve(run_dir)
+    selector = pafs.FileSelector(root, allow_not_found=True)
+    folders = sorted(
+        i.base_name
+        for i in fs.get_file_info(selector)
+        if i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX)
+    )
+    registered = registered_checkpoints(run_dir)
+    unregistered = [f for f in folders if registered is None or f not in registered]
+    steps = {f: is_complete(storage.join(run_dir, f)) for f in unregistered}
+    out = Reconciled()
+    newest = max((f for f in unregistered if steps[f] is not None), key=lambda f: steps[f], default=None)
+    if newest is not None and steps[newest] > (ray_latest_step if ray_latest_step is not None else -1):
+        out.adopted = FolderCheckpoint(storage.join(run_dir, newest), steps[newest])
+    if remove and registered is not None:
+        for f in unregistered:
+            if out.adopted is not None and f == newest:
+                continue
+            fs.delete_dir(storage.resolve(storage.join(run_dir, f))[1])
+            out.removed.append(f)
+    return out

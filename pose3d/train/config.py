@@ -51,6 +51,9 @@ class DataSection:
     # dataset can chain this many shuffled epochs into one pass.
     epochs_per_pass: int = 1
     val_rows: int = 256  # validation rows scored each time (0 = all)
+    # Rows whose image does not decode are skipped, counted and named; the run stops when they are
+    # more than this fraction of a stream's rows (judged over at least 1000 rows).
+    max_bad_fraction: float = 0.01
     augment: AugmentParams = field(default_factory=AugmentParams)  # training augmentation
 
 
@@ -94,6 +97,8 @@ class TrainSection:
     val_every: int = 500  # steps
     checkpoint_every: int = 500  # steps
     log_every: int = 20  # steps
+    # A warning naming what Ray waits for when no step finishes for this long (0: off).
+    stall_warn_s: float = 180.0
     seed: int = 0
     bf16: bool = True  # autocast on GPU
     channels_last: bool = True  # on GPU
@@ -146,6 +151,7 @@ class Config:
             ("data.val_rows", self.data.val_rows, 0),
             ("run.keep_checkpoints", self.run.keep_checkpoints, 1),
             ("run.max_failures", self.run.max_failures, -1),
+            ("train.stall_warn_s", self.train.stall_warn_s, 0),
         ):
             if value < least:
                 raise ConfigError(f"{key} must be >= {least}, got {value}")
@@ -175,6 +181,8 @@ class Config:
             raise ConfigError("train.stages: every stage has 0 steps; nothing to train")
         if not 0.0 <= self.data.ratio_2d < 1.0:
             raise ConfigError(f"data.ratio_2d must be in [0, 1), got {self.data.ratio_2d}")
+        if not 0.0 <= self.data.max_bad_fraction < 1.0:
+            raise ConfigError(f"data.max_bad_fraction must be in [0, 1), got {self.data.max_bad_fraction}")
         if self.data.stage1_data not in ("2d", "3d", "both"):
             raise ConfigError(f"data.stage1_data must be 2d, 3d or both, got {self.data.stage1_data!r}")
         if self.optim.name not in ("rmsprop", "adam"):

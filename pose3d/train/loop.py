@@ -24,7 +24,8 @@ import ray.train.torch
 import torch
 
 from pose3d import losses, storage
-from pose3d.data.mixing import RowStream, mixed_batch
+from pose3d.data.mixing import RowStream, RowTally, mixed_batch
+from pose3d.infra.stall import StallWatchdog
 from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
 from pose3d.train import schedule
@@ -129,7 +130,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     model, restored = _restore(cfg, rank, device)
     streams = _streams(cfg)
-    run = _Run.open(cfg, rank, world, device, start_step=restored.global_step)
+    run = _Run.open(cfg, rank, world, device, restored.global_step, streams, restored.adopted)
     global_step = restored.global_step
     while (pos := schedule.position(cfg, global_step)) is not None:
         stage = _set_up_stage(run, model, pos, restored.take_optimizer_state(pos.stage))
@@ -156,12 +157,29 @@ class _Restored:
     global_step: int = 0
     optimizer_state: dict[str, Any] | None = None
     stage: int = 0
+    adopted: str | None = None  # a checkpoint folder Ray Train never registered that the run resumed from
 
     def take_optimizer_state(self, stage: int) -> dict[str, Any] | None:
         """The saved optimizer state when ``stage`` is the one the checkpoint stopped in (a
         mid-stage resume continues exactly); None otherwise. Handed out once."""
         state, self.optimizer_state = self.optimizer_state, None
         return state if stage == self.stage else None
+
+
+def _reconcile_checkpoints(cfg: Config, rank: int, ray_step: int | None) -> ckpt.Reconciled:
+    """Rank 0 looks for checkpoint folders of this run that Ray Train never registered: it adopts the
+    newest complete one when it is past Ray's (``ray_step``), and removes the others; every rank
+    gets rank 0's answer, so all resume from the same step."""
+    found = None
+    if rank == 0:
+        found = ckpt.reconcile(storage.join(cfg.run.storage_path, cfg.run.name), ray_step, remove=True)
+        for name in found.removed:
+            log.info("removed checkpoint folder %s: incomplete, or never registered and superseded", name)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [found]
+        torch.distributed.broadcast_object_list(box, src=0)
+        found = box[0]
+    return found
 
 
 def _channels_last(cfg: Config, device: torch.device) -> bool:
@@ -176,15 +194,26 @@ def _restore(cfg: Config, rank: int, device: torch.device) -> tuple[PoseNet, _Re
     model = PoseNet(cfg.model).to(device)
     if _channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
+    state, adopted = None, None
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
             state = ckpt.load_training_state(d)
+    found = _reconcile_checkpoints(cfg, rank, state["global_step"] if state else None)
+    if found.adopted is not None:
+        adopted = found.adopted.path
+        state = ckpt.load_training_state(adopted)
+    if state is not None:
         model.load_state_dict(state["state_dict"])
-        restored = _Restored(state["global_step"], state["optimizer"], state["stage"])
+        restored = _Restored(state["global_step"], state["optimizer"], state["stage"], adopted)
         if rank == 0:
             step, stage = restored.global_step, restored.stage
-            log.info("resumed from checkpoint at global step %d (stage %d)", step, stage)
+            how = (
+                f" {adopted} (written before the run stopped, not yet registered by Ray Train)"
+                if adopted
+                else ""
+            )
+            log.info("resumed from checkpoint at global step %d (stage %d)%s", step, stage, how)
         return model, restored
     if cfg.train.init_from:
         model.load_state_dict(ckpt.load_training_state(cfg.train.init_from)["state_dict"])
@@ -215,20 +244,27 @@ def _streams(cfg: Config) -> dict[str, RowStream | None]:
     return streams
 
 
+class BadDataError(RuntimeError):
+    """More rows of a training set fail to decode than ``data.max_bad_fraction`` allows."""
+
+
 # --- the run and its stages -------------------------------------------------------------------------
 
 
 class _Progress:
     """Throughput, ETA and the live progress line of rank 0."""
 
-    def __init__(self, total_steps: int, global_batch: int) -> None:
+    def __init__(self, total_steps: int, global_batch: int, watchdog: StallWatchdog | None = None) -> None:
         self.total, self.batch = total_steps, global_batch
         self.t0 = self.t_last = time.perf_counter()
         self.steps_last = 0
         self.steps_done = 0
+        self.watchdog = watchdog
 
     def tick(self) -> None:
         self.steps_done += 1
+        if self.watchdog is not None:
+            self.watchdog.beat()
 
     def window(self) -> float:
         """Images per second since the previous call."""
@@ -259,9 +295,20 @@ class _Run:
     autocast: Any  # bf16 autocast on GPU with train.bf16; a no-op context otherwise
     validator: Validator | None = None  # rank 0, with data.val_3d set
     tensorboard: tb.TensorBoard | None = None  # rank 0
+    tallies: dict[str, RowTally] = field(default_factory=dict)  # each stream's skipped rows
+    adopted: str | None = None  # rank 0: an unregistered checkpoint folder resumed from, removed later
 
     @classmethod
-    def open(cls, cfg: Config, rank: int, world: int, device: torch.device, start_step: int) -> _Run:
+    def open(
+        cls,
+        cfg: Config,
+        rank: int,
+        world: int,
+        device: torch.device,
+        start_step: int,
+        streams: dict[str, RowStream | None],
+        adopted: str | None = None,
+    ) -> _Run:
         validator = None
         if rank == 0 and cfg.data.val_3d:
             m = cfg.model
@@ -270,10 +317,42 @@ class _Run:
         nodes = _count_nodes(world)
         if rank == 0:
             log.info("%d worker(s) on %d node(s), device %s", world, nodes, device)
-        progress = _Progress(schedule.total_steps(cfg), cfg.data.batch_size)
+        watchdog = _stall_watchdog(cfg, world).start() if rank == 0 else None
+        progress = _Progress(schedule.total_steps(cfg), cfg.data.batch_size, watchdog)
         bf16 = device.type == "cuda" and cfg.train.bf16
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
-        return cls(cfg, rank, world, device, nodes, start_step, progress, autocast, validator, board)
+        tallies = {name: s.tally for name, s in streams.items() if s is not None}
+        adopted = adopted if rank == 0 else None
+        return cls(
+            cfg,
+            rank,
+            world,
+            device,
+            nodes,
+            start_step,
+            progress,
+            autocast,
+            validator,
+            board,
+            tallies,
+            adopted,
+        )
+
+    def skipped_rows(self) -> int:
+        """Rows this worker skipped so far because their image does not decode: each named in the
+        log once; ``BadDataError`` when a stream skipped more than ``data.max_bad_fraction``."""
+        for name, tally in self.tallies.items():
+            for where in tally.take_unreported():
+                log.warning(
+                    "worker %d skipped a %s row whose image does not decode: %s", self.rank, name, where
+                )
+            if tally.exceeds(self.cfg.data.max_bad_fraction):
+                raise BadDataError(
+                    f"{tally.skipped} of {tally.seen} rows of the {name} set do not decode, more than "
+                    f"data.max_bad_fraction={self.cfg.data.max_bad_fraction}; re-run pose3d prep on that "
+                    "set (the log names each row), or raise data.max_bad_fraction"
+                )
+        return sum(t.skipped for t in self.tallies.values())
 
     @property
     def on_gpu(self) -> bool:
@@ -284,8 +363,23 @@ class _Run:
         return _channels_last(self.cfg, self.device)
 
     def close(self) -> None:
+        if self.progress.watchdog is not None:
+            self.progress.watchdog.stop()
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _stall_watchdog(cfg: Config, world: int) -> StallWatchdog:
+    """Rank 0's warning when no step finishes for ``train.stall_warn_s`` seconds, naming what Ray
+    waits for and the settings that decide it."""
+    d, s = cfg.data, cfg.scaling
+    hint = (
+        f"Each training set is preprocessed by up to data.preprocess_actors={d.preprocess_actors} actors "
+        f"of 1 CPU, beside {world} training worker(s) of scaling.cpus_per_worker={s.cpus_per_worker:g} "
+        "CPUs: lower data.preprocess_actors or give Ray more CPUs (pose3d train --num-cpus); "
+        f"train.stall_warn_s={cfg.train.stall_warn_s:g} sets when this warning comes"
+    )
+    return StallWatchdog(cfg.train.stall_warn_s, "training step", hint)
 
 
 @dataclass
@@ -417,6 +511,7 @@ def _report_and_checkpoint(
         batch_rows=sum(stage.rows),
         batch_3d_rows_min=window_3d[0],
         batch_3d_rows_max=window_3d[1],
+        rows_skipped=run.skipped_rows(),
     )
     if due.validate:
         metrics.update(run.validator(model, run.device, run.autocast))
@@ -453,6 +548,12 @@ def _report_with_checkpoint(run: _Run, model: PoseNet, stage: _Stage, metrics: d
     if run.rank == 0:
         saved = ray.train.get_checkpoint()  # the persisted copy, in the run's storage
         log.info("checkpoint at global step %d: %s", metrics["global_step"], saved.path if saved else "?")
+        if run.adopted is not None and saved is not None:
+            # A newer checkpoint is registered: the adopted folder, which Ray never prunes, goes.
+            fs, path = storage.resolve(run.adopted)
+            fs.delete_dir(path)
+            log.info("removed %s: resumed from, never registered, now superseded", run.adopted)
+            run.adopted = None
 
 
 def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str) -> str:
@@ -465,6 +566,8 @@ def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str) ->
         parts[-1] += f" dep {m['loss_depth']:.3g} geo2d {m['loss_geo_2d']:.3g}"
     parts[-1] += ")"
     parts.append(f"{m['img_per_s']:.1f} img/s")
+    if m.get("rows_skipped"):
+        parts.append(f"{m['rows_skipped']} undecodable rows skipped")
     if "val_mpjpe" in m:
         parts.append(f"val MPJPE {m['val_mpjpe']:.1f} mm PCK {m['val_pck2d']:.3f}")
     parts.append(f"ETA {eta}")

@@ -35,7 +35,8 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     for name, path in needed_datasets(cfg).items():
         # File order reshuffled at every read (each pass, each chained epoch); rows further mixed
         # by the workers' local shuffle buffer.
-        ds = read_shards(path, columns=list(INPUT_COLUMNS), shuffle_files=True)
+        # The row id and the shard file ride along so a row that fails to decode can be named.
+        ds = read_shards(path, columns=[*INPUT_COLUMNS, "row_id"], shuffle_files=True, include_paths=True)
         if cfg.data.epochs_per_pass > 1:
             ds = ds.union(*[ds] * (cfg.data.epochs_per_pass - 1))
         out[name] = ds.map_batches(

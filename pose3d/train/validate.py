@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pose3d.eval.predict import EVAL_COLUMNS, add_predictions, load_rows, prepare_rows
+from pose3d.eval.predict import EVAL_COLUMNS, add_predictions, drop_undecoded, load_rows, prepare_rows
 from pose3d.eval.score import score_prediction_set
 
 
@@ -23,7 +23,7 @@ class Validator:
         if n == 0:
             raise ValueError(f"{path}: no validation rows")
         self.input_size, self.output_size = input_size, output_size
-        self.prepared = prepare_rows(rows, input_size, output_size)
+        self.prepared = drop_undecoded(prepare_rows(rows, input_size, output_size))
 
     def __call__(
         self, model: torch.nn.Module, device: torch.device, autocast: Any = None

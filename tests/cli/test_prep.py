@@ -284,3 +284,12 @@ def test_prep_to_object_storage_crash_and_resume(s3_env, tmp_path, monkeypatch):
     res = _pose3d("prep", "inspect", uri, "--out", str(tmp_path / "s3.png"), "--n", "4", **s3_env)
     assert res.returncode == 0 and "19 rows in 10 shard(s)" in res.stdout, res.stderr
     assert (tmp_path / "s3.png").stat().st_size > 5000
+
+
+def test_inspect_names_a_corrupt_row_and_draws_the_rest(tmp_path):
+    write_shard_set(tmp_path / "s", 6, has_3d=True, shards=1, corrupt_rows=(2,))
+    sheet = tmp_path / "contact.png"
+    res = _pose3d("prep", "inspect", str(tmp_path / "s"), "--out", str(sheet), "--n", "6")
+    assert res.returncode == 0, res.stderr
+    assert "6 rows in 1 shard(s)" in res.stdout and "contact sheet of 5 crops" in res.stdout
+    assert "skipped 1 sampled row(s) whose image does not decode: synthetic_lab/train/0/2" in res.stderr

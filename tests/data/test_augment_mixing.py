@@ -6,7 +6,7 @@ import pytest
 
 from pose3d import decode, geometry, skeleton
 from pose3d.data.augment import AugmentParams, identity_augmentation, make_batch, sample_augmentation
-from pose3d.data.mixing import RowStream, mixed_batch
+from pose3d.data.mixing import MIN_ROWS_FOR_FRACTION, RowStream, mixed_batch
 from pose3d.schema import CROP_MARGIN
 
 
@@ -110,3 +110,31 @@ def test_random_augmentation_stays_consistent_with_the_image():
     ii = np.nonzero(inside)
     values = img[ii[0], j[ii][:, 1], j[ii][:, 0]]
     assert np.median(values) > 100  # the dots moved with their labels
+
+
+def test_an_undecodable_row_is_flagged_not_fatal():
+    rows = _rows()
+    rows["image_jpeg"] = list(rows["image_jpeg"])
+    rows["image_jpeg"][2] = b"garbage"
+    b = make_batch(rows, 64, 16, identity_augmentation(4))
+    assert b["decoded"].tolist() == [True, True, False, True]
+    assert not b["image"][2].any() and b["image"][1].any()
+
+
+def test_row_stream_skips_counts_and_names_undecoded_rows():
+    def passes():
+        while True:
+            yield [{
+                "x": np.arange(4), "decoded": np.array([True, False, True, True]),
+                "row_id": np.array(["a", "b", "c", "d"]), "path": np.array(["s0.parquet"] * 4),
+            }]  # fmt: skip
+
+    batches = passes()
+    stream = RowStream(lambda: next(batches))
+    assert stream.take(6)["x"].tolist() == [0, 2, 3, 0, 2, 3]
+    assert set(stream.take(1)) == {"x"}  # the naming columns do not reach training
+    assert (stream.tally.seen, stream.tally.skipped) == (12, 3)  # three passes read
+    assert stream.tally.take_unreported() == ["shard s0.parquet, row b"] * 3
+    assert stream.tally.take_unreported() == []
+    assert not stream.tally.exceeds(0.01)  # 3 of at least MIN_ROWS_FOR_FRACTION rows
+    assert stream.tally.exceeds(2 / MIN_ROWS_FOR_FRACTION)

@@ -379,3 +379,21 @@ def test_validator_scores_like_the_scorer(tiny_checkpoint):
     val = Validator(t["lab"], 0, cfg.input_size, cfg.output_size)(model, torch.device("cpu"))
     s = score.score_prediction_set(predict.predict_in_memory(model, t["lab"]), 64, 16).scores.summary()
     assert val == {"val_mpjpe": s["mpjpe"], "val_pa_mpjpe": s["pa_mpjpe"], "val_pck2d": s["pck2d"]}
+
+
+def test_a_corrupt_row_is_skipped_and_named_not_fatal(tiny_checkpoint, tmp_path, caplog):
+    from pose3d.model.io import load_model
+    from pose3d.train.validate import Validator
+
+    t, cfg = tiny_checkpoint, tiny_checkpoint["cfg"]
+    bad = write_shard_set(tmp_path / "bad", 12, has_3d=True, seed=0, split="test", corrupt_rows=(5,))
+    model = load_model(t["ckpt"])
+    with caplog.at_level("WARNING", logger="pose3d.eval"):
+        preds = predict.predict_in_memory(model, str(bad))
+    assert len(preds["row_id"]) == 11 and "synthetic_lab/test/0/5" not in set(preds["row_id"])
+    assert "skipped row synthetic_lab/test/0/5" in caplog.text and "1 of 12 rows skipped" in caplog.text
+    good = predict.predict_in_memory(model, t["lab"])
+    keep = good["row_id"] != "synthetic_lab/test/0/5"
+    np.testing.assert_array_equal(preds["pred_joints"], good["pred_joints"][keep])  # the others unchanged
+    val = Validator(str(bad), 0, cfg.input_size, cfg.output_size)(model, torch.device("cpu"))
+    assert np.isfinite(val["val_mpjpe"])

@@ -81,3 +81,35 @@ def test_optimizer_state_loads_weights_only(tmp_path):
     restored = torch.optim.RMSprop(model.parameters(), lr=1e-3)
     restored.load_state_dict(state["optimizer"])
     assert restored.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+
+
+def test_reconcile_adopts_the_newest_unregistered_checkpoint_and_removes_the_rest(tmp_path):
+    import json
+
+    model, cfg = _tiny()
+    run = tmp_path / "run"
+
+    def save(name: str, step: int) -> None:
+        checkpoint.save_checkpoint(run / name, model, cfg, stage=1, global_step=step, config={"run": {}})
+
+    save("checkpoint_2026-01-01_00-00-01.000000", 1)  # never registered, older than Ray's latest
+    save("checkpoint_2026-01-01_00-00-03.000000", 3)  # registered
+    save("checkpoint_2026-01-01_00-00-06.000000", 6)  # written, its report lost: adopted
+    save("checkpoint_2026-01-01_00-00-09.000000", 9)
+    (run / "checkpoint_2026-01-01_00-00-09.000000" / checkpoint.STATE_FILE).write_bytes(b"cut")  # mid-upload
+    found = checkpoint.reconcile(str(run), 3, remove=False)  # no snapshot: adopt, remove nothing
+    assert found.adopted.global_step == 6 and found.removed == []
+    registered = {"checkpoint_dir_name": "checkpoint_2026-01-01_00-00-03.000000", "metrics": {}}
+    snapshot = {"checkpoint_results": [registered], "latest_checkpoint_result": registered,
+                "pending_training_results": []}  # fmt: skip
+    (run / checkpoint.RAY_SNAPSHOT_FILE).write_text(json.dumps(snapshot))
+    found = checkpoint.reconcile(str(run), 3, remove=True)
+    assert found.adopted.path.endswith("00-00-06.000000") and found.adopted.global_step == 6
+    assert sorted(found.removed) == [
+        "checkpoint_2026-01-01_00-00-01.000000",
+        "checkpoint_2026-01-01_00-00-09.000000",
+    ]
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [
+        "checkpoint_2026-01-01_00-00-03.000000", "checkpoint_2026-01-01_00-00-06.000000",
+    ]  # fmt: skip
+    assert checkpoint.reconcile(str(run), 6, remove=False).adopted is None  # Ray's own is as new

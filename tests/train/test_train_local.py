@@ -133,3 +133,29 @@ def test_rerunning_the_driver_resumes_the_run(ray_local, shards, tmp_path):
     result = fit(_config(shards, tmp_path, "rerun", "run.max_failures=0", "train.fail_at_step=5"))
     assert result.error is None
     assert result.metrics["start_step"] == 3 and result.metrics["global_step"] == 9
+
+
+def test_a_corrupt_row_is_skipped_counted_and_named_unless_too_many(ray_local, shards, tmp_path):
+    from pose3d.train.trainer import fit
+
+    # 8 rows, one corrupt: every pass of stage 1's 2D stream meets it.
+    bad = write_shard_set(
+        tmp_path / "bad", 8, has_3d=False, seed=1, dataset="synthetic_wild", corrupt_rows=(3,)
+    )
+    stage1 = [
+        "train.stages.2.steps=0",
+        "train.stages.3.steps=0",
+        f"data.set_2d={bad}",
+        "train.checkpoint_every=4",
+    ]
+    result = fit(_config(shards, tmp_path, "corrupt", *stage1))
+    assert result.error is None and result.metrics["global_step"] == 3
+    assert result.metrics["rows_skipped"] >= 2  # 24 rows taken, 7 good rows a pass
+    assert max(_scalars(tmp_path / "corrupt")["rows_skipped"].values()) == result.metrics["rows_skipped"]
+
+    from ray.train.v2.api.exceptions import TrainingFailedError
+
+    with pytest.raises(
+        TrainingFailedError, match=r"rows of the set_2d set do not decode, more than data\.max_bad"
+    ):
+        fit(_config(shards, tmp_path, "too_many", *stage1, "data.max_bad_fraction=0.0001"))

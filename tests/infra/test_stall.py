@@ -1,0 +1,42 @@
+"""pose3d.infra.stall: a watchdog that says what a stalled run waits for."""
+
+from __future__ import annotations
+
+import time
+
+from pose3d.infra.stall import StallWatchdog
+
+
+def _wait_for(predicate, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_stall_is_reported_with_what_waits_and_the_hint():
+    messages: list[str] = []
+
+    def describe() -> str:
+        return "2 Ray actor(s) cannot start yet"
+
+    dog = StallWatchdog(0.3, "training step", "lower data.preprocess_actors", describe, messages.append)
+    with dog:
+        assert _wait_for(lambda: messages)
+    assert messages[0].startswith("no training step for ")
+    assert "2 Ray actor(s) cannot start yet. lower data.preprocess_actors" in messages[0]
+
+
+def test_progress_keeps_it_quiet_and_zero_turns_it_off():
+    messages: list[str] = []
+    with StallWatchdog(0.4, "step", "", describe=lambda: "", report=messages.append) as dog:
+        for _ in range(30):
+            dog.beat()
+            time.sleep(0.02)
+    assert messages == []
+    with StallWatchdog(0, "step", "", describe=lambda: "", report=messages.append) as off:
+        assert off._thread is None
+        time.sleep(0.1)
+    assert messages == []
