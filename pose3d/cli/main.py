@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from pose3d.cli.errors import UserError
+from pose3d.infra.ray_session import Interrupted
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"pose3d {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         print(f"pose3d {args.command}: interrupted", file=sys.stderr)
         return 130
 

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
+    from pose3d.infra.ray_session import Interrupted
     from pose3d.schema import ShardSchemaError
     from pose3d.train.config import ConfigError
 
@@ -70,19 +71,38 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg, address=args.address, num_cpus=args.num_cpus)
     except (ShardSchemaError, FileNotFoundError, ConfigError) as err:
         raise UserError(str(err)) from None
+    except Interrupted as stop:
+        print(f"pose3d train: interrupted ({stop.signal}); {_resume_note(cfg)}", file=sys.stderr, flush=True)
+        return INTERRUPTED
     return 0 if result is not None else 1
+
+
+#: Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report Ctrl-C).
+INTERRUPTED = 130
+
+
+def _resume_note(cfg) -> str:
+    """Where the same command picks the run up again."""
+    from pose3d import storage
+    from pose3d.train.checkpoint import resume_point
+
+    found = resume_point(storage.join(cfg.run.storage_path, cfg.run.name))
+    if found is None:
+        return "no checkpoint was written; the same command starts the run from step 0"
+    step, path = found
+    return f"the same command resumes from step {step} ({path})"
 
 
 def train(cfg, address: str | None = None, num_cpus: int | None = None):
     """Run a training; print where its checkpoints are. Returns the Result, or None on failure."""
     from ray.train.v2.api.exceptions import TrainingFailedError
 
-    from pose3d.infra.ray_session import init_ray
+    from pose3d.infra.ray_session import init_ray, run_interruptibly
     from pose3d.train.trainer import fit
 
     init_ray(address, num_cpus)
     try:
-        result = fit(cfg)
+        result = run_interruptibly(lambda: fit(cfg))
     except TrainingFailedError as err:
         print(f"pose3d train: the run {cfg.run.name!r} failed: {err}", file=sys.stderr)
         return None

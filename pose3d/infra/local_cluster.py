@@ -87,7 +87,7 @@ class ClusterState:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
     """(state, ppid, session id, start ticks) of a process from /proc, or None if it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
@@ -98,11 +98,11 @@ def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
     return fields[0], int(fields[1]), int(fields[3]), int(fields[19])
 
 
-def _all_processes() -> dict[int, tuple[str, int, int, int]]:
+def all_processes() -> dict[int, tuple[str, int, int, int]]:
     table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            stat = _proc_stat(int(entry))
+            stat = proc_stat(int(entry))
             if stat is not None:
                 table[int(entry)] = stat
     return table
@@ -110,13 +110,13 @@ def _all_processes() -> dict[int, tuple[str, int, int, int]]:
 
 def is_running(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
-    stat = _proc_stat(pid)
+    stat = proc_stat(pid)
     return stat is not None and stat[0] not in ("Z", "X")
 
 
 def session_processes(session_ids: set[int]) -> set[int]:
     """Live PIDs in the given sessions, plus all their live descendants (in whatever session)."""
-    table = {pid: st for pid, st in _all_processes().items() if st[0] not in ("Z", "X")}
+    table = {pid: st for pid, st in all_processes().items() if st[0] not in ("Z", "X")}
     found = {pid for pid, st in table.items() if st[2] in session_ids}
     children: dict[int, list[int]] = {}
     for pid, st in table.items():
@@ -284,7 +284,7 @@ class LocalCluster:
                 start_new_session=True,  # the node's processes stay in this session: stop kills it
             )
         self._popens.append(proc)
-        stat = _proc_stat(proc.pid)
+        stat = proc_stat(proc.pid)
         return NodeRecord(
             name=name,
             pid=proc.pid,
@@ -469,7 +469,7 @@ class LocalCluster:
         """Node name -> whether its ``ray start`` process still runs (same PID, same start time)."""
         status = {}
         for node in self._require_state().nodes:
-            stat = _proc_stat(node.pid)
+            stat = proc_stat(node.pid)
             status[node.name] = stat is not None and stat[0] != "Z" and stat[3] == node.start_ticks
         return status
 

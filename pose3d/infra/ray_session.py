@@ -8,9 +8,16 @@ import argparse
 import logging
 import os
 import random
+import signal
 import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 log = logging.getLogger("pose3d")
+T = TypeVar("T")
 
 #: Logical CPUs of the embedded local Ray: more than a small machine's cores, so the training
 #: workers and the Ray Data actors can all be scheduled (a starved Data executor hangs).
@@ -55,6 +62,74 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         _own_api_server = os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
         kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
     ray.init(num_cpus=cpus, log_to_driver=True, configure_logging=False, **kwargs)
+    start_reaper()
+
+
+def start_reaper() -> None:
+    """Start ``pose3d.infra.reaper`` for this process (in its own session): if this process dies
+    without stopping the local Ray it started, the reaper stops what is left of it."""
+    subprocess.Popen(
+        [sys.executable, "-m", "pose3d.infra.reaper", str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+class Interrupted(Exception):
+    """The process was asked to stop (SIGINT or SIGTERM) while Ray work ran; ``signal`` names it."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal = signal_name
+
+
+def run_interruptibly(work: Callable[[], T]) -> T:
+    """``work()`` on a helper thread, with SIGINT and SIGTERM handled here in the main thread: either
+    stops the work by shutting Ray down in this process (a local Ray's processes stop; on a cluster
+    the run's actors, owned by this driver, are cleaned up by Ray) and raises ``Interrupted``.
+
+    Why a thread: Ray Train installs its own SIGINT handler when it runs on the main thread, and
+    that handler ends the process with status 0 and no word; SIGTERM would end it with no clean-up.
+    """
+    import ray
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            box["error"] = err
+
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise _Stop
+
+    thread = threading.Thread(target=target, name="pose3d-work", daemon=True)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+    except _Stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        ray.shutdown()
+        thread.join(10)
+        raise Interrupted(signal.Signals(received[0]).name) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler to leave the wait in ``run_interruptibly``."""
 
 
 def quiet_data_progress() -> None:

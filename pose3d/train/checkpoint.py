@@ -150,3 +150,24 @@ def reconcile(run_dir: str, ray_latest_step: int | None, remove: bool) -> Reconc
             fs.delete_dir(storage.resolve(storage.join(run_dir, f))[1])
             out.removed.append(f)
     return out
+
+
+def resume_point(run_dir: str) -> tuple[int, str] | None:
+    """(global step, folder) of the newest complete checkpoint of the run, registered by Ray Train
+    or not: where the same command resumes (``reconcile``); None when there is none."""
+    fs, root = storage.resolve(run_dir)
+    selector = pafs.FileSelector(root, allow_not_found=True)
+    folders = sorted(
+        (
+            i.base_name
+            for i in fs.get_file_info(selector)
+            if i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX)
+        ),
+        reverse=True,  # Ray names them by time: newest first
+    )
+    for name in folders:
+        path = storage.join(run_dir, name)
+        step = is_complete(path)
+        if step is not None:
+            return step, path
+    return None

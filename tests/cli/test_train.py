@@ -1,8 +1,10 @@
-"""``pose3d train`` as a user runs it: a run starved of CPUs is explained, not silent."""
+"""``pose3d train`` as a user runs it: a run starved of CPUs is explained, and a run stopped by Ctrl-C
+or SIGKILL resumes from the checkpoint it announced, leaving no Ray process and no stray folder."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -55,3 +57,88 @@ def test_a_run_starved_of_cpus_says_what_waits_and_what_to_change(tmp_path):
     assert warning is not None, "".join(seen[-30:])
     assert "cannot start yet (MapWorker(MapBatches(BatchPreprocessor))" in warning
     assert "0 of 3 CPUs free" in warning and "lower data.preprocess_actors" in warning
+
+
+def _ray_processes_of(marker: str) -> list[int]:
+    """PIDs of live processes whose command line holds ``marker`` (this test's Ray temp folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+
+
+def _read_until(proc: subprocess.Popen, text: str, lines: list[str], timeout_s: float = 240) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            return False
+        lines.append(line)
+        if text in line:
+            return True
+    return False
+
+
+def _orphans(run_dir: Path) -> list[str]:
+    import json
+
+    snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    registered = {r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]}
+    return sorted(p.name for p in run_dir.glob("checkpoint_*") if p.is_dir() and p.name not in registered)
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_a_stopped_run_resumes_from_what_it_announced(tmp_path, how):
+    lab = write_shard_set(tmp_path / "lab", 16, has_3d=True, seed=0)
+    wild = write_shard_set(tmp_path / "wild", 16, has_3d=False, seed=1, dataset="synthetic_wild")
+    ray_tmp = tempfile.mkdtemp(prefix="p3d-")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    args = [
+        POSE3D, "train", "--config", "demo", "--num-cpus", "8",
+        f"data.set_3d={lab}", f"data.set_2d={wild}", f"run.storage_path={tmp_path / 'runs'}", "run.name=r",
+        "model.num_features=16", "data.batch_size=8", "train.stages.1.steps=4", "train.stages.2.steps=8",
+        "train.stages.3.steps=0", "train.checkpoint_every=3", "train.log_every=1", "run.keep_checkpoints=2",
+    ]  # fmt: skip
+    lines: list[str] = []
+    proc = _start(args, env)
+    try:
+        assert _read_until(proc, "checkpoint at global step 6", lines), "".join(lines[-30:])
+        announced = 6
+        if how == "SIGINT":
+            os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal reaches the driver
+            out, _ = proc.communicate(timeout=60)
+            lines.append(out)
+            assert proc.returncode == 130, "".join(lines[-30:])
+            match = re.search(r"interrupted \(SIGINT\); the same command resumes from step (\d+)", out)
+            assert match and int(match.group(1)) >= announced, out
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its process group
+            proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    deadline = time.monotonic() + 20  # the reaper stops what the driver left within seconds
+    while _ray_processes_of(ray_tmp) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ray_processes_of(ray_tmp) == []
+
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]
+    resumed = re.search(r"resumed from checkpoint at global step (\d+)", output)
+    assert resumed and int(resumed.group(1)) >= announced, output[-3000:]
+    assert "global_step=12" in output
+    assert _orphans(tmp_path / "runs" / "r") == []
