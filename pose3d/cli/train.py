@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from pose3d.cli.errors import UserError
@@ -72,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     except (ShardSchemaError, FileNotFoundError, ConfigError) as err:
         raise UserError(str(err)) from None
     except Interrupted as stop:
-        print(f"pose3d train: interrupted ({stop.signal}); {_resume_note(cfg)}", file=sys.stderr, flush=True)
+        at = f" after step {LAST_STEP.step}" if LAST_STEP.step is not None else ""
+        print(
+            f"pose3d train: interrupted{at} ({stop.signal}); {_resume_note(cfg)}", file=sys.stderr, flush=True
+        )
         return INTERRUPTED
     return 0 if result is not None else 1
 
@@ -93,6 +97,33 @@ def _resume_note(cfg) -> str:
     return f"the same command resumes from step {step} ({path})"
 
 
+class _LastStep:
+    """The last global step the run's progress lines showed: Ray forwards the workers' output to
+    this process, and rank 0 prints ``(global N/TOTAL)`` with every report."""
+
+    PATTERN = re.compile(r"\(global (\d+)/\d+\)")
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+
+    def __call__(self, data: dict) -> None:
+        for line in data.get("lines", ()):
+            match = self.PATTERN.search(str(line))
+            if match:
+                self.step = int(match.group(1))
+
+    def follow(self) -> None:
+        """Listen to the forwarded worker output (Ray's private dispatcher: nothing if it moved)."""
+        try:
+            from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
+        except ImportError:
+            return
+        dispatcher.add_handler("pose3d_last_step", self)
+
+
+LAST_STEP = _LastStep()
+
+
 def train(cfg, address: str | None = None, num_cpus: int | None = None):
     """Run a training; print where its checkpoints are. Returns the Result, or None on failure."""
     from ray.train.v2.api.exceptions import TrainingFailedError
@@ -101,6 +132,7 @@ def train(cfg, address: str | None = None, num_cpus: int | None = None):
     from pose3d.train.trainer import fit
 
     init_ray(address, num_cpus)
+    LAST_STEP.follow()
     try:
         result = run_interruptibly(lambda: fit(cfg))
     except TrainingFailedError as err:
