@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -321,3 +322,20 @@ def test_other_parameters_are_refused(full_run, raw):
     other = writer.WriterConfig(crop_size=80, shard_rows=SHARD_ROWS)
     with pytest.raises(writer.PrepMismatch, match=r"_prep\.json: .*crop_size: 64 there, 80 now"):
         writer.run_prep((list_tasks, read_task), str(raw[0]), str(out), ["train"], config=other)
+
+
+def _slow_read_task(task: SourceTask):
+    time.sleep(4)  # a task that makes no progress for a while
+    yield from read_task(task)
+
+
+def test_a_prep_job_that_makes_no_progress_says_what_waits(ray_session, raw, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="pose3d"):
+        result = writer.run_prep(
+            (list_tasks, _slow_read_task), str(raw[0]), str(tmp_path / "out"), ["test"], config=CONFIG,
+            stall_warn_s=1.5,
+        )  # fmt: skip
+    assert result.tasks_run == 2
+    stalls = [r.getMessage() for r in caplog.records if "no prep task finished for" in r.getMessage()]
+    assert stalls, caplog.text
+    assert "CPUs free" in stalls[0] and "--stall-warn-s" in stalls[0]
