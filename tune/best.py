@@ -19,7 +19,8 @@ import yaml
 
 from pose3d import storage
 from pose3d.train import schedule
-from tune.driver import METRIC, RUNS_DIR, SearchError, load_plan, trial_config, trial_setup
+from tune.plan import METRIC, RUNS_DIR, SearchError, load_plan
+from tune.trial import trial_config, trial_setup
 
 #: Metrics shown and exported for each trial's best checkpoint.
 SHOWN = ("val_mpjpe", "val_pa_mpjpe", "val_pck2d", "global_step")

@@ -14,241 +14,43 @@ adds the Train -> Tune report callback and fits it. The experiment folder STORAG
 - ``trial-<id>/``, ``experiment_state-*.json``, ``tuner.pkl``: Tune's own records.
 
 The search: Optuna's TPE (seeded) proposes, ASHA stops on validation MPJPE with the step within
-stages 2-3 as its time axis (``global_step``: trials run 0 stage-1 steps).
+stages 2-3 as its time axis (``global_step``: trials run 0 stage-1 steps). The plan is
+``tune.plan``'s, a trial ``tune.trial``'s, the scheduler ``tune.asha``'s; this module trains stage 1
+and runs the Tuner. Tune pickles the trainable and the scheduler by name (``tuner.pkl``): a search
+started before ``tune.asha`` and ``tune.trial`` existed names them ``tune.driver.ResumableASHA`` and
+``tune.driver.trial_main``, which resolve through the imports below.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler
 
 from pose3d import storage
 from pose3d.train import schedule
 from pose3d.train.config import (
     Config,
     ConfigError,
-    absolute_paths,
     apply_override,
-    apply_overrides,
     config_from_dict,
 )
-from tune.space import TRIAL_STAGES, SearchSpace, parse_space, step_range
+from tune.asha import ResumableASHA
+from tune.plan import (
+    METRIC,
+    MODE,
+    STAGE1_RUN,
+    TIME_ATTR,
+    Plan,
+    SearchError,
+    manifest_path,
+    save_plan,
+)
+from tune.space import TRIAL_STAGES, SearchSpace, step_range
+from tune.trial import trial_dirname, trial_main, trial_setup
 
 log = logging.getLogger("pose3d.tune")
-
-METRIC, MODE = "val_mpjpe", "min"
-TIME_ATTR = "global_step"  # trials train 0 stage-1 steps, so this is the step within stages 2-3
-MANIFEST = "pose3d_search.json"
-RUNS_DIR, STAGE1_RUN = "runs", "stage1"
-#: val_mpjpe given to Tune in place of NaN (a diverged trial), so ASHA and TPE rank it last.
-DIVERGED_MPJPE = 1.0e6
-
-
-class SearchError(Exception):
-    """A search that cannot start or continue, said in one line."""
-
-
-# --- the plan --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    """What a search (or the ablation preset) is; saved as ``pose3d_search.json``."""
-
-    kind: str  # "search" or "ablation"
-    name: str
-    storage: str  # absolute path or URI
-    base: dict[str, Any]  # Config.to_dict() every trial starts from (trial overrides applied)
-    samples: int
-    space: dict[str, Any] | None = None  # the search-space YAML (kind "search")
-    variants: dict[str, dict[str, Any]] | None = None  # variant -> config overrides (kind "ablation")
-    init_checkpoint: str = ""  # the stage-1 checkpoint; empty until stage 1 is trained
-    init_given: bool = False  # --init gave it (no stage-1 run of our own)
-    eval_sets: dict[str, str] = field(default_factory=dict)  # ablation: lab_test, wild_2d, wild_test
-    eval_rows: int | None = None
-    command: str = ""  # how it was started, for the record
-
-    @property
-    def experiment(self) -> str:
-        return storage.join(self.storage, self.name)
-
-    @property
-    def runs_root(self) -> str:
-        return storage.join(self.experiment, RUNS_DIR)
-
-    def search_space(self) -> SearchSpace | None:
-        return parse_space(self.space, f"{self.name}: search space") if self.space else None
-
-
-def manifest_path(experiment: str) -> str:
-    return storage.join(experiment, MANIFEST)
-
-
-def save_plan(plan: Plan) -> None:
-    storage.write_text(manifest_path(plan.experiment), json.dumps(asdict(plan), indent=2) + "\n")
-
-
-def load_plan(experiment: str) -> Plan:
-    path = manifest_path(experiment)
-    if not storage.exists(path):
-        raise SearchError(f"{experiment}: not a pose3d search (no {MANIFEST})")
-    return Plan(**json.loads(storage.read_text(path)))
-
-
-# --- trials ------------------------------------------------------------------------------------------
-
-
-def trial_overrides(values: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
-    """A trial's Tune config (its sampled values, or its variant) -> the config keys they set."""
-    if setup.get("variants"):
-        return dict(setup["variants"][values["variant"]])
-    return parse_space(setup["space"], "trial search space").overrides(values)
-
-
-def train_run_name(trial_id: str) -> str:
-    """The Train run of a trial, under the experiment's ``runs/`` folder."""
-    return f"trial-{trial_id}"
-
-
-def trial_config(values: dict[str, Any], setup: dict[str, Any], trial_id: str) -> Config:
-    """The training config of one trial: stages 2-3 from the stage-1 checkpoint, its run under
-    the experiment's ``runs/`` folder. ``setup`` is ``trial_setup(plan)``."""
-    overrides = trial_overrides(values, setup)
-    overrides.update({
-        schedule.steps_key(1): 0,
-        "train.init_from": setup["init_checkpoint"],
-        "run.name": train_run_name(trial_id),
-        "run.storage_path": setup["runs_root"],
-    })  # fmt: skip
-    return apply_overrides(setup["base"], overrides)
-
-
-class ValidatedReportCallback(TuneReportCallback):
-    """The Train -> Tune bridge, forwarding only the reports that carry validation MPJPE: Tune
-    requires its metric in every result, and the loop validates every ``train.val_every`` steps
-    but logs more often. NaN (a diverged trial) goes to Tune as DIVERGED_MPJPE."""
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        if not metrics or METRIC not in metrics[0]:
-            return
-        if not math.isfinite(metrics[0][METRIC]):
-            metrics = [{**metrics[0], METRIC: DIVERGED_MPJPE, "diverged": True}, *metrics[1:]]
-        super().after_report(run_context, metrics, checkpoint)
-
-
-def trial_main(config: dict[str, Any], setup: dict[str, Any]) -> None:
-    """A Tune trial (function trainable; ``setup`` bound by ``tune.with_parameters``): build this
-    trial's TorchTrainer and fit it. Re-running a trial (``--resume``) finds its Train run by name
-    and resumes from its last checkpoint."""
-    from ray import tune
-
-    from pose3d.train.trainer import build_trainer
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(config, setup, trial_id)
-    log.info("trial %s: %s", trial_id, trial_overrides(config, setup))
-    build_trainer(cfg, callbacks=[ValidatedReportCallback()]).fit()
-
-
-class ResumableASHA(ASHAScheduler):
-    """ASHA whose rungs survive ``--resume``. Tune restores a scheduler as it was created, so the
-    rungs would start empty and a resumed search would judge its next trials against nothing;
-    here every trial Tune adds (the finished ones too, on restore) replays the results it
-    reported before into the rungs. A new trial has none, so a fresh search is plain ASHA.
-
-    A replayed result that ASHA would have stopped (one Train checkpointed but Tune never saw,
-    the search being interrupted in between) stops the trial at its first result after resume."""
-
-    def _stops_pending(self) -> set[str]:
-        # Made on first use, not in __init__: a scheduler pickled by an earlier pose3d lacks it.
-        return self.__dict__.setdefault("_stop_when_resumed", set())
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        super().on_trial_add(tune_controller, trial)
-        bracket = self._trial_info[trial.trial_id]
-        for result in _reported_results(trial, self._time_attr, self._metric):
-            reward = self._metric_op * result[self._metric]
-            if bracket.on_result(trial, result[self._time_attr], reward) == self.STOP:
-                self._stops_pending().add(trial.trial_id)
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        if trial.trial_id in self._stops_pending():
-            self._stops_pending().discard(trial.trial_id)
-            return self.STOP
-        return super().on_trial_result(tune_controller, trial, result)
-
-
-def _reported_results(trial: Any, time_attr: str, metric: str) -> list[dict[str, Any]]:
-    """A trial's past results in time order (none for a new trial): its Tune result log, plus
-    the validated metrics saved with its Train checkpoints at times the log lacks."""
-    if trial.storage.trial_dir_name is None:  # a new trial: no folder yet, nothing reported
-        return []
-
-    def usable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in results if time_attr in r and metric in r]
-
-    logged = usable(_result_log(trial))
-    seen = {r[time_attr] for r in logged}
-    extra = [r for r in usable(_checkpoint_metrics(trial)) if r[time_attr] not in seen]
-    for r in extra:
-        if not math.isfinite(r[metric]):
-            r[metric] = DIVERGED_MPJPE  # as ValidatedReportCallback would have reported it
-    return sorted(logged + extra, key=lambda r: r[time_attr])
-
-
-def _result_log(trial: Any) -> list[dict[str, Any]]:
-    """The results Tune logged for a trial (its ``result.json``)."""
-    from ray.tune.result import EXPR_RESULT_FILE
-
-    fs = trial.storage.storage_filesystem
-    path = f"{trial.storage.trial_fs_path}/{EXPR_RESULT_FILE}"
-    try:
-        with fs.open_input_stream(path) as fh:
-            text = fh.readall().decode("utf-8")
-    except (FileNotFoundError, OSError):
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def _checkpoint_metrics(trial: Any) -> list[dict[str, Any]]:
-    """The metrics saved in each checkpoint folder of a trial's Train run (unreadable ones,
-    e.g. an upload cut off, are skipped)."""
-    import pyarrow.fs as pafs
-    import yaml
-
-    from pose3d.train.checkpoint import METRICS_FILE
-
-    fs = trial.storage.storage_filesystem
-    run = f"{trial.storage.experiment_fs_path}/{RUNS_DIR}/{train_run_name(trial.trial_id)}"
-    try:
-        folders = fs.get_file_info(pafs.FileSelector(run, allow_not_found=True))
-    except OSError:
-        return []
-    out = []
-    for info in folders:
-        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
-            continue
-        try:
-            with fs.open_input_stream(f"{info.path}/{METRICS_FILE}") as fh:
-                metrics = yaml.safe_load(fh.readall().decode("utf-8"))
-        except (FileNotFoundError, OSError, yaml.YAMLError):
-            continue
-        if isinstance(metrics, dict):
-            out.append(metrics)
-    return out
-
-
-def trial_dirname(trial: Any) -> str:
-    """Tune's folder of a trial: ``trial-<id>``, named as its Train run ``runs/trial-<id>``."""
-    return train_run_name(trial.trial_id)
-
 
 # --- stage 1 -----------------------------------------------------------------------------------------
 
@@ -264,19 +66,6 @@ def stage1_config(plan: Plan) -> Config:
         raise SearchError(
             f"stage 1 cannot run ({err}); set train.stages.1.steps or give a stage-1 checkpoint with --init"
         ) from None
-
-
-def check_init_checkpoint(path: str) -> None:
-    from pose3d.model.io import UnsafeCheckpointError
-    from pose3d.train.checkpoint import load_training_state
-
-    try:
-        state = load_training_state(path)
-    except (FileNotFoundError, UnsafeCheckpointError) as err:
-        raise SearchError(f"--init: {err}") from None
-    if state.get("stage") != 1:
-        stage = state.get("stage")
-        log.warning("--init %s is a stage-%s checkpoint; trials start from its weights", path, stage)
 
 
 def ensure_stage1(plan: Plan) -> str:
@@ -326,17 +115,6 @@ def derive_concurrency(base: dict[str, Any], resources: dict[str, float], datase
         gpus_per_trial = s["num_workers"] * s["gpus_per_worker"]
         bound = min(bound, int(resources.get("GPU", 0) // gpus_per_trial))
     return max(1, bound)
-
-
-def trial_setup(plan: Plan) -> dict[str, Any]:
-    """What every trial shares (bound to ``trial_main``, kept out of Tune's per-trial config)."""
-    return {
-        "base": plan.base,
-        "space": plan.space,
-        "variants": plan.variants,
-        "init_checkpoint": plan.init_checkpoint,
-        "runs_root": plan.runs_root,
-    }
 
 
 def asha_bounds(plan: Plan, space: SearchSpace) -> tuple[int, int]:
@@ -454,47 +232,3 @@ def outcome_of(plan: Plan) -> Outcome:
         statuses.count("ERROR"),
         expected_trials(plan),
     )
-
-
-def new_plan(
-    kind: str,
-    cfg: Config,
-    *,
-    name: str,
-    storage_path: str,
-    samples: int,
-    space: SearchSpace | None = None,
-    variants: dict[str, dict[str, Any]] | None = None,
-    init: str | None = None,
-    eval_sets: dict[str, str] | None = None,
-    eval_rows: int | None = None,
-    command: str = "",
-) -> Plan:
-    """A plan from a loaded config (the caller checked the space against it)."""
-    from tune.space import trial_base
-
-    if not cfg.data.val_3d:
-        raise SearchError("data.val_3d is empty: the search needs validation MPJPE (its metric)")
-    absolute_paths(cfg)
-    base = trial_base(cfg, space) if space else cfg.to_dict()
-    if init:
-        init = storage.absolute(init)
-        check_init_checkpoint(init)
-    return Plan(
-        kind=kind,
-        name=name,
-        storage=storage.absolute(storage_path),
-        base=base,
-        samples=samples,
-        space=space.raw if space else None,
-        variants=variants,
-        init_checkpoint=init or "",
-        init_given=bool(init),
-        eval_sets={k: storage.absolute(v) for k, v in (eval_sets or {}).items() if v},
-        eval_rows=eval_rows,
-        command=command,
-    )
-
-
-def experiment_of(storage_path: str, name: str) -> str:
-    return storage.join(storage.absolute(storage_path), name)

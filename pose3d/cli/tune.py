@@ -81,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _plan(args: argparse.Namespace) -> Any:
     from pose3d.train import schedule
     from pose3d.train.config import ConfigError, apply_overrides, load_config
-    from tune import ablation, driver
+    from tune import ablation
+    from tune import plan as plans
     from tune.space import SpaceError, check_space, load_space
 
     try:
@@ -100,7 +101,7 @@ def _plan(args: argparse.Namespace) -> Any:
                 "wild_2d": args.wild_2d or cfg.data.val_2d,
                 "wild_test": args.wild_test or "",
             }
-            plan = driver.new_plan(
+            plan = plans.new_plan(
                 "ablation", cfg, name=args.name or "ablation", storage_path=storage_path, samples=1,
                 variants=variants, init=args.init, eval_sets=eval_sets, eval_rows=args.eval_rows,
                 command=command,
@@ -118,17 +119,18 @@ def _plan(args: argparse.Namespace) -> Any:
         samples = args.samples or 8
         if samples < 1:
             raise UserError(f"--samples must be >= 1, got {samples}")
-        return driver.new_plan(
+        return plans.new_plan(
             "search", cfg, name=args.name or "search", storage_path=storage_path, samples=samples,
             space=space, init=args.init, command=command,
         )  # fmt: skip
-    except (SpaceError, ValueError, driver.SearchError) as err:
+    except (SpaceError, ValueError, plans.SearchError) as err:
         raise UserError(str(err)) from None
 
 
 def run_tune(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from tune import driver
+    from tune import plan as plans
 
     if args.resume:
         from pose3d.train.config import ConfigError, load_config
@@ -138,8 +140,8 @@ def run_tune(args: argparse.Namespace) -> int:
         except ConfigError as err:
             raise UserError(str(err)) from None
         try:
-            plan = driver.load_plan(driver.experiment_of(storage_path, args.name or _default_name(args)))
-        except driver.SearchError as err:
+            plan = plans.load_plan(plans.experiment_of(storage_path, args.name or _default_name(args)))
+        except plans.SearchError as err:
             raise UserError(str(err)) from None
     else:
         plan = _plan(args)
@@ -148,7 +150,7 @@ def run_tune(args: argparse.Namespace) -> int:
     init_ray(args.address, args.num_cpus)
     try:
         outcome = driver.run_plan(plan, resume=args.resume, concurrency=args.concurrency)
-    except driver.SearchError as err:
+    except plans.SearchError as err:
         raise UserError(str(err)) from None
     if outcome.interrupted:
         print(

@@ -99,6 +99,17 @@ class Reconciled:
     removed: list[str] = field(default_factory=list)
 
 
+def checkpoint_folders(run_dir: str) -> list[str]:
+    """Names of the run's checkpoint folders, oldest first (Ray names them by time)."""
+    fs, root = storage.resolve(run_dir)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return sorted(
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX)
+    )
+
+
 def registered_checkpoints(run_dir: str) -> set[str] | None:
     """Names of the checkpoint folders Ray Train registered for the run (from its snapshot file), or
     None when the snapshot is missing or unreadable (then nothing may be removed)."""
@@ -129,13 +140,7 @@ def reconcile(run_dir: str, ray_latest_step: int | None, remove: bool) -> Reconc
     deleted (incomplete, or older than the resume point: never to be used, and Ray never prunes
     them). Registered folders are left to Ray. Nothing is removed when Ray's snapshot is unreadable.
     """
-    fs, root = storage.resolve(run_dir)
-    selector = pafs.FileSelector(root, allow_not_found=True)
-    folders = sorted(
-        i.base_name
-        for i in fs.get_file_info(selector)
-        if i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX)
-    )
+    folders = checkpoint_folders(run_dir)
     registered = registered_checkpoints(run_dir)
     unregistered = [f for f in folders if registered is None or f not in registered]
     steps = {f: is_complete(storage.join(run_dir, f)) for f in unregistered}
@@ -147,7 +152,8 @@ def reconcile(run_dir: str, ray_latest_step: int | None, remove: bool) -> Reconc
         for f in unregistered:
             if out.adopted is not None and f == newest:
                 continue
-            fs.delete_dir(storage.resolve(storage.join(run_dir, f))[1])
+            fs, path = storage.resolve(storage.join(run_dir, f))
+            fs.delete_dir(path)
             out.removed.append(f)
     return out
 
@@ -155,17 +161,7 @@ def reconcile(run_dir: str, ray_latest_step: int | None, remove: bool) -> Reconc
 def resume_point(run_dir: str) -> tuple[int, str] | None:
     """(global step, folder) of the newest complete checkpoint of the run, registered by Ray Train
     or not: where the same command resumes (``reconcile``); None when there is none."""
-    fs, root = storage.resolve(run_dir)
-    selector = pafs.FileSelector(root, allow_not_found=True)
-    folders = sorted(
-        (
-            i.base_name
-            for i in fs.get_file_info(selector)
-            if i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX)
-        ),
-        reverse=True,  # Ray names them by time: newest first
-    )
-    for name in folders:
+    for name in reversed(checkpoint_folders(run_dir)):  # newest first
         path = storage.join(run_dir, name)
         step = is_complete(path)
         if step is not None:

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,17 +32,9 @@ from pose3d.cli.submit import (
 )
 from pose3d.infra.local_cluster import free_ports, is_running, session_processes
 from tests.cluster_fixture import REPO_ROOT, local_cluster, run_submit  # noqa: F401  (fixture)
+from tests.polling import wait_for
 
 # --- process bookkeeping (fast) -------------------------------------------------------------
-
-
-def _wait_for(predicate, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_session_processes_follows_children_that_leave_the_session(tmp_path):
@@ -61,10 +52,10 @@ def test_session_processes_follows_children_that_leave_the_session(tmp_path):
     )
     leader = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     try:
-        assert _wait_for(lambda: pid_file.is_file() and pid_file.read_text().strip())
+        assert wait_for(lambda: pid_file.is_file() and pid_file.read_text().strip())
         escaped = int(pid_file.read_text())
         assert os.getsid(escaped) == escaped != leader.pid  # it really left the session
-        assert _wait_for(lambda: len(session_processes({leader.pid})) == 3)
+        assert wait_for(lambda: len(session_processes({leader.pid})) == 3)
         found = session_processes({leader.pid})
         assert leader.pid in found and escaped in found
         assert os.getpid() not in found
@@ -72,7 +63,7 @@ def test_session_processes_follows_children_that_leave_the_session(tmp_path):
         for pid in session_processes({leader.pid}):
             os.kill(pid, signal.SIGKILL)
         leader.wait()
-    assert _wait_for(lambda: not session_processes({leader.pid}))
+    assert wait_for(lambda: not session_processes({leader.pid}))
     assert not is_running(escaped)
 
 

@@ -5,15 +5,7 @@ from __future__ import annotations
 import time
 
 from pose3d.infra.stall import StallWatchdog
-
-
-def _wait_for(predicate, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from tests.polling import wait_for
 
 
 def test_a_stall_is_reported_with_what_waits_and_the_hint():
@@ -24,7 +16,7 @@ def test_a_stall_is_reported_with_what_waits_and_the_hint():
 
     dog = StallWatchdog(0.3, "training step", "lower data.preprocess_actors", describe, messages.append)
     with dog:
-        assert _wait_for(lambda: messages)
+        assert wait_for(lambda: messages)
     assert messages[0].startswith("no training step for ")
     assert "2 Ray actor(s) cannot start yet. lower data.preprocess_actors" in messages[0]
 

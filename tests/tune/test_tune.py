@@ -156,7 +156,7 @@ def test_values_that_make_an_invalid_config_are_caught_before_running():
 
 
 def _plan(tmp_path, space=None, variants=None):
-    from tune.driver import Plan
+    from tune.plan import Plan
 
     base = load_config("demo", [
         "data.val_3d=/v", "train.val_every=2", "train.stages.2.steps=250", "train.stages.3.steps=100",
@@ -169,7 +169,7 @@ def _plan(tmp_path, space=None, variants=None):
 
 
 def test_a_trial_runs_stages_2_and_3_from_the_stage1_checkpoint_under_the_experiment(tmp_path):
-    from tune.driver import trial_config, trial_setup
+    from tune.trial import trial_config, trial_setup
 
     space = _space({"lr": LR, "geo": {**LR, "keys": ["train.stages.3.geo"]}})
     plan = _plan(tmp_path, space=space)
@@ -183,7 +183,7 @@ def test_a_trial_runs_stages_2_and_3_from_the_stage1_checkpoint_under_the_experi
 
 
 def test_ablation_variants_follow_decisions_1(tmp_path):
-    from tune.driver import trial_config, trial_setup
+    from tune.trial import trial_config, trial_setup
 
     variants = ablation.variant_overrides(load_config("demo", ["train.stages.3.geo=0.01"]))
     assert list(variants) == ["3D/wo geo", "3D/w geo", "3D+2D/wo geo", "3D+2D/w geo"]
@@ -238,7 +238,8 @@ class _Queue:
 
 
 def test_only_validated_reports_reach_tune_and_nan_ranks_last():
-    from tune.driver import DIVERGED_MPJPE, ValidatedReportCallback
+    from tune.plan import DIVERGED_MPJPE
+    from tune.trial import ValidatedReportCallback
 
     cb = ValidatedReportCallback.__new__(ValidatedReportCallback)  # its __init__ needs a Tune session
     cb._training_actor_item_queue = _Queue()
@@ -378,7 +379,7 @@ class _Trial:
 def test_asha_rungs_are_rebuilt_from_reported_results_on_resume(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
-    from tune.driver import ResumableASHA
+    from tune.asha import ResumableASHA
 
     def scheduler():
         return ResumableASHA(
@@ -414,7 +415,7 @@ def test_asha_replays_checkpointed_results_tune_never_logged(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
     from pose3d.train.checkpoint import METRICS_FILE
-    from tune.driver import ResumableASHA
+    from tune.asha import ResumableASHA
 
     def checkpoint(trial_id, step, mpjpe):
         folder = tmp_path / "runs" / f"trial-{trial_id}" / f"checkpoint_{step}"
