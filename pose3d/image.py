@@ -104,8 +104,10 @@ def is_truncated(data: bytes) -> bool:
     (camera trailers) are allowed. Other formats: False (decoding decides).
     """
     if data.startswith(_JPEG_START):
-        last_scan = data.rfind(_JPEG_SOS)
-        return last_scan < 0 or data.rfind(_JPEG_EOI) < last_scan
+        # Searched from the ends: the last end marker sits at the end of a complete file, the first
+        # scan after the headers, so a complete file is not read through.
+        last_end = data.rfind(_JPEG_EOI)
+        return last_end < 0 or data.find(_JPEG_SOS) < 0 or data.find(_JPEG_SOS, last_end) >= 0
     if data.startswith(_PNG_START):
         return not data.endswith(_PNG_END)
     return False

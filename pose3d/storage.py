@@ -129,10 +129,11 @@ def copy_dir(src: str, dst: str) -> None:
 
 @contextlib.contextmanager
 def local_copy(path: str | os.PathLike) -> Iterator[Path]:
-    """A local folder with the contents of ``path``: the folder itself when local, else a temporary
-    download removed on exit."""
-    if not is_uri(path):
-        yield Path(absolute(path))
+    """A local folder with the contents of ``path``: the folder itself when local (``file://``
+    included), else a temporary download removed on exit."""
+    fs, inner = resolve(path)
+    if fs is _LOCAL:
+        yield Path(inner)
         return
     with tempfile.TemporaryDirectory(prefix="pose3d-copy-") as tmp:
         copy_dir(str(path), tmp)

@@ -6,9 +6,13 @@ import argparse
 import logging
 import re
 import sys
+from typing import TYPE_CHECKING
 
 from pose3d.cli.errors import UserError
 from pose3d.infra.ray_session import add_ray_arguments
+
+if TYPE_CHECKING:  # the config module imports torch: not at --help time
+    from pose3d.train.config import Config
 
 EPILOG = """\
 overrides are KEY=VALUE pairs applied over the config, e.g.
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 INTERRUPTED = 130
 
 
-def _resume_note(cfg) -> str:
+def _resume_note(cfg: Config) -> str:
     """Where the same command picks the run up again."""
     from pose3d import storage
     from pose3d.train.checkpoint import resume_point
@@ -93,8 +97,7 @@ def _resume_note(cfg) -> str:
     found = resume_point(storage.join(cfg.run.storage_path, cfg.run.name))
     if found is None:
         return "no checkpoint was written; the same command starts the run from step 0"
-    step, path = found
-    return f"the same command resumes from step {step} ({path})"
+    return f"the same command resumes from step {found.global_step} ({found.path})"
 
 
 class _LastStep:

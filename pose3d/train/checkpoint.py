@@ -133,6 +133,17 @@ def is_complete(path: str) -> int | None:
         return None
 
 
+def newest_complete(run_dir: str, names: list[str]) -> FolderCheckpoint | None:
+    """The newest of the checkpoint folders ``names`` (oldest first, as ``checkpoint_folders`` lists
+    them) that is complete; folders are loaded newest first, and only until one is."""
+    for name in reversed(names):
+        path = storage.join(run_dir, name)
+        step = is_complete(path)
+        if step is not None:
+            return FolderCheckpoint(path, step)
+    return None
+
+
 def reconcile(run_dir: str, ray_latest_step: int | None, remove: bool) -> Reconciled:
     """Checkpoint folders of the run Ray Train did not register: the newest complete one is adopted
     when its step is past ``ray_latest_step`` (Ray registers a checkpoint only once its report reaches
@@ -140,30 +151,22 @@ def reconcile(run_dir: str, ray_latest_step: int | None, remove: bool) -> Reconc
     deleted (incomplete, or older than the resume point: never to be used, and Ray never prunes
     them). Registered folders are left to Ray. Nothing is removed when Ray's snapshot is unreadable.
     """
-    folders = checkpoint_folders(run_dir)
     registered = registered_checkpoints(run_dir)
-    unregistered = [f for f in folders if registered is None or f not in registered]
-    steps = {f: is_complete(storage.join(run_dir, f)) for f in unregistered}
-    out = Reconciled()
-    newest = max((f for f in unregistered if steps[f] is not None), key=lambda f: steps[f], default=None)
-    if newest is not None and steps[newest] > (ray_latest_step if ray_latest_step is not None else -1):
-        out.adopted = FolderCheckpoint(storage.join(run_dir, newest), steps[newest])
+    unregistered = [f for f in checkpoint_folders(run_dir) if registered is None or f not in registered]
+    newest = newest_complete(run_dir, unregistered)
+    floor = ray_latest_step if ray_latest_step is not None else -1
+    out = Reconciled(adopted=newest if newest is not None and newest.global_step > floor else None)
     if remove and registered is not None:
-        for f in unregistered:
-            if out.adopted is not None and f == newest:
-                continue
-            fs, path = storage.resolve(storage.join(run_dir, f))
-            fs.delete_dir(path)
-            out.removed.append(f)
+        for name in unregistered:
+            path = storage.join(run_dir, name)
+            if out.adopted is None or path != out.adopted.path:
+                fs, inner = storage.resolve(path)
+                fs.delete_dir(inner)
+                out.removed.append(name)
     return out
 
 
-def resume_point(run_dir: str) -> tuple[int, str] | None:
-    """(global step, folder) of the newest complete checkpoint of the run, registered by Ray Train
-    or not: where the same command resumes (``reconcile``); None when there is none."""
-    for name in reversed(checkpoint_folders(run_dir)):  # newest first
-        path = storage.join(run_dir, name)
-        step = is_complete(path)
-        if step is not None:
-            return step, path
-    return None
+def resume_point(run_dir: str) -> FolderCheckpoint | None:
+    """The newest complete checkpoint of the run, registered by Ray Train or not: where the same
+    command resumes (``reconcile``); None when there is none."""
+    return newest_complete(run_dir, checkpoint_folders(run_dir))

@@ -70,7 +70,6 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
     absolute_paths(cfg)
-    check_init_checkpoint(cfg)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict()},
@@ -99,7 +98,8 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
 
 def check_init_checkpoint(cfg: Config) -> None:
     """Refuse a ``train.init_from`` that is missing or unsafe (``ConfigError`` naming it) in the driver,
-    before any worker starts."""
+    before any worker starts. ``fit`` checks; a Tune trial does not (its search checked the
+    checkpoint once, in ``tune.plan``)."""
     if not cfg.train.init_from:
         return
     from pose3d.model.io import UnsafeCheckpointError
@@ -124,4 +124,5 @@ def fit(cfg: Config) -> Any:
         cfg.rows_per_worker(),
     )
     log.debug("config: %s", asdict(cfg))
+    check_init_checkpoint(cfg)
     return build_trainer(cfg).fit()
