@@ -12,8 +12,10 @@ from typing import Any
 from pose3d import storage
 from pose3d.train.config import (
     Config,
+    ConfigError,
     absolute_paths,
 )
+from pose3d.train.trainer import check_shard_paths
 from tune.space import SearchSpace, parse_space
 
 log = logging.getLogger("pose3d.tune")
@@ -107,6 +109,10 @@ def new_plan(
     if not cfg.data.val_3d:
         raise SearchError("data.val_3d is empty: the search needs validation MPJPE (its metric)")
     absolute_paths(cfg)
+    try:
+        check_shard_paths(cfg)
+    except ConfigError as err:
+        raise SearchError(str(err)) from None
     base = trial_base(cfg, space) if space else cfg.to_dict()
     if init:
         init = storage.absolute(init)

@@ -132,12 +132,13 @@ def train(cfg, address: str | None = None, num_cpus: int | None = None):
     from ray.train.v2.api.exceptions import TrainingFailedError
 
     from pose3d.infra.ray_session import init_ray, run_interruptibly
-    from pose3d.train.trainer import fit
+    from pose3d.train.trainer import check_inputs, fit
 
+    check_inputs(cfg)  # a missing shard set or checkpoint is refused before Ray's ~10-20 s start
     init_ray(address, num_cpus)
     LAST_STEP.follow()
     try:
-        result = run_interruptibly(lambda: fit(cfg))
+        result = run_interruptibly(lambda: fit(cfg, inputs_checked=True))
     except TrainingFailedError as err:
         print(f"pose3d train: the run {cfg.run.name!r} failed: {err}", file=sys.stderr)
         return None

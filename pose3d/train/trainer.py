@@ -111,8 +111,30 @@ def check_init_checkpoint(cfg: Config) -> None:
         raise ConfigError(f"train.init_from: {err}") from None
 
 
-def fit(cfg: Config) -> Any:
-    """Run (or resume: same run name and storage) a training; returns the Ray Train Result."""
+def check_shard_paths(cfg: Config) -> None:
+    """Refuse a configured shard set with no shard under it (``ConfigError`` naming the key), in the
+    driver: otherwise a missing ``data.val_3d`` surfaces minutes later as a worker's traceback."""
+    from pose3d.data.shards import NoShardsError, list_shards
+
+    for key in ("set_3d", "set_2d", "val_3d", "val_2d"):
+        path = getattr(cfg.data, key)
+        if not path:
+            continue
+        try:
+            list_shards(path)
+        except NoShardsError as err:
+            raise ConfigError(f"data.{key}: {err}") from None
+
+
+def check_inputs(cfg: Config) -> None:
+    """Every input the run reads, checked in the driver before anything starts (``ConfigError``)."""
+    check_shard_paths(cfg)
+    check_init_checkpoint(cfg)
+
+
+def fit(cfg: Config, *, inputs_checked: bool = False) -> Any:
+    """Run (or resume: same run name and storage) a training; returns the Ray Train Result.
+    ``inputs_checked``: the caller ran ``check_inputs`` already (before starting Ray)."""
     log.info(
         "training %s: %d steps (%s), %d worker(s), batch %d (3D/2D rows per worker in stages %s: %s)",
         cfg.run.name,
@@ -124,5 +146,6 @@ def fit(cfg: Config) -> Any:
         cfg.rows_per_worker(),
     )
     log.debug("config: %s", asdict(cfg))
-    check_init_checkpoint(cfg)
+    if not inputs_checked:
+        check_inputs(cfg)
     return build_trainer(cfg).fit()

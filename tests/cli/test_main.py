@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.shard_factory import write_shard_set
+
 POSE3D = str(Path(sys.executable).parent / "pose3d")
 
 
@@ -51,3 +53,17 @@ def test_train_bad_input_is_one_clear_line(tmp_path):
     assert "missing.yaml" in out.stderr and "Traceback" not in out.stderr
     out = run("train", "--config", "demo", "data.ratio_2d=2")
     assert out.returncode == 2 and "data.ratio_2d" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_refuses_a_missing_shard_set_before_starting_ray(tmp_path):
+    # The demo config's data.val_3d is the demo's own output: on a fresh clone it does not exist.
+    lab = write_shard_set(tmp_path / "lab", 4, has_3d=True, seed=0)
+    wild = write_shard_set(tmp_path / "wild", 4, has_3d=False, seed=1, dataset="synthetic_wild")
+    missing = tmp_path / "no-such-val"
+    out = run(
+        "train", "--config", "demo", f"data.set_3d={lab}", f"data.set_2d={wild}", f"data.val_3d={missing}",
+        f"run.storage_path={tmp_path / 'runs'}",
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert f"data.val_3d: {missing}: no such file or folder" in out.stderr
+    assert "Traceback" not in out.stderr and "starting a local Ray" not in out.stderr

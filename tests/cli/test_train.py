@@ -28,7 +28,7 @@ def test_a_run_starved_of_cpus_says_what_waits_and_what_to_change(tmp_path):
     # The one training worker takes every CPU of the local Ray: the preprocessing actors never start.
     args = [
         POSE3D, "train", "--config", "demo", "--num-cpus", "3",
-        f"data.set_3d={lab}", f"data.set_2d={wild}", f"run.storage_path={tmp_path / 'runs'}",
+        f"data.set_3d={lab}", f"data.set_2d={wild}", "data.val_3d=", f"run.storage_path={tmp_path / 'runs'}",
         "scaling.cpus_per_worker=3", "train.stall_warn_s=10", "model.num_features=16",
     ]  # fmt: skip
     ray_tmp = tempfile.mkdtemp(prefix="p3d-")  # short: Ray's socket paths must fit in 107 bytes
@@ -106,7 +106,8 @@ def test_a_stopped_run_resumes_from_what_it_announced(tmp_path, how):
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     args = [
         POSE3D, "train", "--config", "demo", "--num-cpus", "8",
-        f"data.set_3d={lab}", f"data.set_2d={wild}", f"run.storage_path={tmp_path / 'runs'}", "run.name=r",
+        f"data.set_3d={lab}", f"data.set_2d={wild}", "data.val_3d=", f"run.storage_path={tmp_path / 'runs'}",
+        "run.name=r",
         "model.num_features=16", "data.batch_size=8", "train.stages.1.steps=4", "train.stages.2.steps=8",
         "train.stages.3.steps=0", "train.checkpoint_every=3", "train.log_every=1", "run.keep_checkpoints=2",
     ]  # fmt: skip
