@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from pose3d import storage
@@ -155,7 +156,7 @@ def evaluate_variants(
     eval_sets: dict[str, str],
     *,
     max_rows: int | None = None,
-    baseline_from: str | None = None,
+    baseline_from: str | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score each variant's checkpoint on the given sets (``pose3d.eval.score.evaluate_checkpoint``).
     Returns {"variants": {name: {"checkpoint", set: evaluation}}, "rows": table rows}."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ FORBIDDEN_PREFIXES = (
     "train.stages.1.", "train.init_from", "train.fail_at_step", "run.name", "run.storage_path", "scaling.",
     "model.", "data.set_3d", "data.set_2d", "data.val_3d", "data.val_2d",
 )  # fmt: skip
+#: ...except a source's weight within its side: ``data.set_2d.2.weight`` (docs/conventions.md, Mixing).
+SOURCE_WEIGHT_KEY = re.compile(r"data\.set_(3d|2d)\.\d+\.weight")
 #: Stages a trial trains (1-based): every stage after the first.
 TRIAL_STAGES: tuple[int, ...] = schedule.STAGES[1:]
 
@@ -168,10 +171,12 @@ def _number(value: Any, where: str) -> float:
 def _check_key(key: Any, where: str) -> str:
     if not isinstance(key, str) or not key:
         raise SpaceError(f"{where}: keys must be dotted config names, got {key!r}")
-    if any(key == p.rstrip(".") or key.startswith(p) for p in FORBIDDEN_PREFIXES):
+    forbidden = any(key == p.rstrip(".") or key.startswith(p) for p in FORBIDDEN_PREFIXES)
+    if forbidden and not SOURCE_WEIGHT_KEY.fullmatch(key):
         raise SpaceError(
             f"{where}: {key} is not searchable (trials start from the weights of one stage-1 checkpoint, "
-            "so its network; the search sets their run name, storage, scaling and data paths)"
+            "so its network; the search sets their run name, storage, scaling and data paths; "
+            "a source's weight, data.set_2d.N.weight, is searchable)"
         )
     try:
         field_type(key)

@@ -195,15 +195,15 @@ def _ablation_report(plan: Any, trials: list[Any]) -> None:
     notes = [f"{v}: no checkpoint (the trial failed)" for v in missing]
     notes += [f"{label}: not given" for label, path in plan.eval_sets.items() if not path]
     sets = {k: v for k, v in plan.eval_sets.items() if v}
-    base_data = plan.base["data"]
-    report = ablation.evaluate_variants(
-        checkpoints, sets, max_rows=plan.eval_rows, baseline_from=base_data["set_3d"] or None
-    )
     base = config_from_dict(plan.base)
+    lab_train = [src.path for _, src in base.data.sources("set_3d")]  # the mean pose: all 3D sources
+    report = ablation.evaluate_variants(
+        checkpoints, sets, max_rows=plan.eval_rows, baseline_from=lab_train or None
+    )
     stages = " + ".join(str(s) for s in TRIAL_STAGES)
     steps = " + ".join(str(schedule.stage_steps(base, s)) for s in TRIAL_STAGES)
     notes.append(
-        f"stages {stages}: {steps} steps at batch {base_data['batch_size']} from the stage-1 "
+        f"stages {stages}: {steps} steps at batch {base.data.batch_size} from the stage-1 "
         f"checkpoint {plan.init_checkpoint}; each variant's checkpoint is its best by validation MPJPE"
     )
     notes += [f"{k}: {v}" for k, v in sets.items()]

@@ -19,6 +19,9 @@ from pose3d.schema import CROP_MARGIN
 INPUT_COLUMNS = ("image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d", "has_3d")
 #: Columns that name a row (its id, and the shard file Ray Data's ``include_paths`` adds as "path").
 NAME_COLUMNS = ("row_id", "path")
+#: Which of a side's sources a row came from (its index in ``data.set_3d`` / ``data.set_2d``),
+#: added when training reads the shards and carried through preprocessing.
+SOURCE_COLUMN = "source"
 
 
 @dataclass(frozen=True)
@@ -156,4 +159,6 @@ class BatchPreprocessor:
         for key in NAME_COLUMNS:  # carried through so a skipped row can be named
             if key in rows:
                 out[key] = np.asarray(rows[key]).astype(str)
+        if SOURCE_COLUMN in rows:
+            out[SOURCE_COLUMN] = np.asarray(rows[SOURCE_COLUMN])
         return out

@@ -119,6 +119,12 @@ class RowStream:
         self._have -= n
         return out
 
+    def close(self) -> None:
+        """End the pass being read (for a Ray Data stream: stop its executor), e.g. before Ray shuts down."""
+        if self._iter is not None and hasattr(self._iter, "close"):
+            self._iter.close()
+        self._iter = None
+
 
 def mixed_batch(stream_3d: RowStream | None, n_3d: int, stream_2d: RowStream | None, n_2d: int) -> Batch:
     """One step's batch: n_3d rows of the 3D stream, then n_2d rows of the 2D stream (a count of
@@ -131,3 +137,34 @@ def mixed_batch(stream_3d: RowStream | None, n_3d: int, stream_2d: RowStream | N
     if not parts:
         raise ValueError("a batch needs rows from at least one stream")
     return parts[0] if len(parts) == 1 else _concat(parts)
+
+
+class SourceCounts:
+    """Rows drawn from each source of one side of the mix (``data.set_3d`` or ``data.set_2d``):
+    since the last report (the window) and over the run."""
+
+    def __init__(self, n_sources: int, run_total: np.ndarray | None = None) -> None:
+        self.window = np.zeros(n_sources, np.int64)
+        self.total = np.zeros(n_sources, np.int64) if run_total is None else np.asarray(run_total, np.int64)
+        if self.total.shape != (n_sources,):
+            raise ValueError(f"run_total has shape {self.total.shape}, expected ({n_sources},)")
+
+    def count(self, source: np.ndarray) -> None:
+        """Count one batch's rows by source index, ``source`` (rows,) ints in [0, n_sources)."""
+        drawn = np.bincount(np.asarray(source, np.int64), minlength=len(self.window))
+        if len(drawn) != len(self.window):
+            raise ValueError(f"source index {len(drawn) - 1} out of range for {len(self.window)} sources")
+        self.window += drawn
+        self.total += drawn
+
+    def take_window(self) -> np.ndarray:
+        """The window's counts, and a new window."""
+        window, self.window = self.window, np.zeros_like(self.window)
+        return window
+
+
+def shares(counts: np.ndarray) -> np.ndarray:
+    """Counts (n,) -> fractions of their sum (zeros when nothing was counted)."""
+    counts = np.asarray(counts, np.float64)
+    total = counts.sum()
+    return counts / total if total > 0 else np.zeros_like(counts)

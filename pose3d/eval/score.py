@@ -186,7 +186,7 @@ def evaluate_checkpoint(
     data: str | Sequence[str],
     *,
     max_rows: int | None = None,
-    baseline_from: str | None = None,
+    baseline_from: str | Sequence[str] | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Score a checkpoint on a shard set without Ray (``predict_in_memory``, then the scorer); with

@@ -41,8 +41,10 @@ def save_checkpoint(
     global_step: int = 0,
     config: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
+    source_rows: dict[str, list[int]] | None = None,
 ) -> Path:
-    """Write a checkpoint folder (local). ``stage`` is 1-based; ``step_in_stage`` counts finished steps."""
+    """Write a checkpoint folder (local). ``stage`` is 1-based; ``step_in_stage`` counts finished steps;
+    ``source_rows``: rows drawn per source of each side of the mix over the run, carried on by a resume."""
     directory = Path(directory)
     save_model(directory, model, model_config)
     torch.save(
@@ -51,6 +53,7 @@ def save_checkpoint(
             "stage": stage,
             "step_in_stage": step_in_stage,
             "global_step": global_step,
+            "source_rows": source_rows or {},
         },
         directory / STATE_FILE,
     )

@@ -34,12 +34,30 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class Source:
+    """One shard set on one side of the mix, and its weight within that side (docs/conventions.md,
+    Mixing: several sources per side)."""
+
+    path: str = ""
+    weight: float = 1.0  # relative to the side's other sources; 0 leaves the source out
+
+
+#: The two sides of every batch, by their config keys: rows with 3D labels, 2D-only rows.
+SET_3D, SET_2D = "set_3d", "set_2d"
+SOURCE_SIDES: tuple[str, ...] = (SET_3D, SET_2D)
+
+
+@dataclass
 class DataSection:
     """Where the shards are and how each step's batch mixes 3D and 2D-only rows (exactly, at every
-    step: docs/conventions.md, Mixing)."""
+    step: docs/conventions.md, Mixing).
 
-    set_3d: str = ""  # shards with 3D labels (Human3.6M train, or synthetic lab)
-    set_2d: str = ""  # 2D-only shards (MPII train, or synthetic wild)
+    ``set_3d`` and ``set_2d`` each take one shard path (as in the paper: Human3.6M, MPII) or a list
+    of sources, each a path or ``{path, weight}``; they load as a list of ``Source`` either way
+    (``""``: none)."""
+
+    set_3d: list[Source] = field(default_factory=list)  # with 3D labels (Human3.6M, synthetic lab)
+    set_2d: list[Source] = field(default_factory=list)  # 2D-only (MPII, COCO, synthetic wild)
     val_3d: str = ""  # held-out 3D shards for validation MPJPE ("" = no validation)
     val_2d: str = ""  # held-out 2D shards for validation PCK ("" = none)
     ratio_2d: float = 0.5  # fraction of each stage-2/3 batch from the 2D set (0 = 3D only)
@@ -55,6 +73,17 @@ class DataSection:
     # more than this fraction of a stream's rows (judged over at least 1000 rows).
     max_bad_fraction: float = 0.01
     augment: AugmentParams = field(default_factory=AugmentParams)  # training augmentation
+
+    def sources(self, side: str) -> list[tuple[int, Source]]:
+        """(index in the side's list, source) of each source of ``side`` ("set_3d" or "set_2d")
+        that is drawn from (weight > 0)."""
+        return [(i, s) for i, s in enumerate(getattr(self, side)) if s.weight > 0]
+
+    def target_shares(self, side: str) -> list[float]:
+        """Each listed source's target share of its side's rows (weights normalized to sum 1)."""
+        weights = [s.weight for s in getattr(self, side)]
+        total = sum(weights)
+        return [w / total for w in weights] if total > 0 else []
 
 
 @dataclass
@@ -179,6 +208,8 @@ class Config:
                 raise ConfigError(f"train.stages.{i}.lr_drop must be > 0, got {st.lr_drop}")
         if schedule.total_steps(self) == 0:
             raise ConfigError("train.stages: every stage has 0 steps; nothing to train")
+        for side in SOURCE_SIDES:
+            _check_sources(getattr(self.data, side), f"data.{side}")
         if not 0.0 <= self.data.ratio_2d < 1.0:
             raise ConfigError(f"data.ratio_2d must be in [0, 1), got {self.data.ratio_2d}")
         if not 0.0 <= self.data.max_bad_fraction < 1.0:
@@ -228,11 +259,52 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _check_sources(sources: list[Source], key: str) -> None:
+    seen: set[str] = set()
+    for i, src in enumerate(sources, start=1):
+        if not src.path:
+            raise ConfigError(f"{key}.{i}.path is empty")
+        if src.weight < 0:
+            raise ConfigError(f"{key}.{i}.weight must be >= 0, got {src.weight}")
+        if src.path in seen:
+            raise ConfigError(f"{key}.{i}: {src.path} is listed twice")
+        seen.add(src.path)
+    if sources and not any(s.weight > 0 for s in sources):
+        raise ConfigError(f"{key}: every source has weight 0")
+
+
+def source_list(value: Any, key: str) -> Any:
+    """A side's value as a list of source mappings: ``""`` -> [], ``"path"`` -> [{path}], and each
+    list item a path or a mapping (left for the type checks to judge)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str | dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"{key}: expected a shard path or a list of sources {{path, weight}}, got {value!r}"
+        )
+    return [{"path": item} if isinstance(item, str) else item for item in value]
+
+
+def _normalize_sources(tree: dict[str, Any]) -> None:
+    """Every side of ``tree["data"]`` as a list of source mappings, in place (so that overrides
+    such as ``data.set_2d.2.weight`` address a list whatever form the YAML used)."""
+    data = tree.get("data")
+    if isinstance(data, dict):
+        for side in SOURCE_SIDES:
+            if side in data:
+                data[side] = source_list(data[side], f"data.{side}")
+
+
 def absolute_paths(cfg: Config) -> None:
     """Make the config's local paths absolute, in place: the workers and the checkpoints' saved
     config must not depend on the directory the driver was started in."""
     cfg.run.storage_path = storage.absolute(cfg.run.storage_path)
-    for key in ("set_3d", "set_2d", "val_3d", "val_2d"):
+    for side in SOURCE_SIDES:
+        for src in getattr(cfg.data, side):
+            src.path = storage.absolute(src.path)
+    for key in ("val_3d", "val_2d"):
         if getattr(cfg.data, key):
             setattr(cfg.data, key, storage.absolute(getattr(cfg.data, key)))
     if cfg.train.init_from:
@@ -293,6 +365,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{key}: expected a number, got {value!r}") from err
     if typ is str:
+        if value is None:  # ``KEY=`` on the command line: YAML reads the empty value as null
+            return ""
         if not isinstance(value, str | int | float):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
@@ -300,6 +374,9 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    if cls is DataSection:
+        sides = {k: source_list(values[k], f"{prefix}.{k}") for k in SOURCE_SIDES if k in values}
+        values = {**values, **sides}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
@@ -417,11 +494,16 @@ def field_type(key: str, *, section_ok: bool = False) -> Any:
         if part not in hints:
             raise ConfigError(f"unknown key {key} (known: {', '.join(sorted(hints))})")
         typ = hints[part]
-        if typing.get_origin(typ) is list:
+        if typing.get_origin(typ) is list and part == "stages":
             i += 1
             n = schedule.NUM_STAGES
             if i >= len(parts) or not parts[i].isdigit() or not 1 <= int(parts[i]) <= n:
                 raise ConfigError(f"key {key}: {part} needs a stage number 1..{n}")
+            (typ,) = typing.get_args(typ)
+        elif typing.get_origin(typ) is list and i + 1 < len(parts):  # a side's sources: the list, or one
+            i += 1
+            if not parts[i].isdigit() or int(parts[i]) < 1:
+                raise ConfigError(f"key {key}: {part} needs a source number from 1")
             (typ,) = typing.get_args(typ)
         i += 1
     if dataclasses.is_dataclass(typ) and not section_ok:
@@ -435,17 +517,27 @@ def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
     section (``data.augment``) replaces the whole section with ``value`` (a mapping). Values are
     type-checked when the tree is built into a Config (``config_from_dict``)."""
     field_type(key, section_ok=True)
+    _normalize_sources(tree)
     node: Any = tree
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
-        node = node[int(part) - 1] if isinstance(node, list) else node[part]
+        node = _item(node, part, key) if isinstance(node, list) else node[part]
         if not isinstance(node, dict | list):  # an earlier override replaced the section
             raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is not a section")
     last = parts[-1]
     if isinstance(node, list):
+        _item(node, last, key)  # the item must exist
         node[int(last) - 1] = value
     else:
         node[last] = value
+
+
+def _item(items: list[Any], number: str, key: str) -> Any:
+    """Item ``number`` (1-based) of a config list, or ConfigError naming the key and the count."""
+    if not 1 <= int(number) <= len(items):
+        where = key.rsplit(".", 1)[0] if key.endswith(f".{number}") else key.split(f".{number}.")[0]
+        raise ConfigError(f"override {key}: {where} has {len(items)} item(s), no item {number}")
+    return items[int(number) - 1]
 
 
 def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> Config:

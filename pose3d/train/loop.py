@@ -24,18 +24,17 @@ import ray.train.torch
 import torch
 
 from pose3d import losses, storage
-from pose3d.data.mixing import RowStream, RowTally, mixed_batch
+from pose3d.data.augment import SOURCE_COLUMN
+from pose3d.data.mixing import RowStream, RowTally, SourceCounts, mixed_batch, shares
 from pose3d.infra.stall import StallWatchdog
 from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
 from pose3d.train import schedule
 from pose3d.train import tensorboard as tb
-from pose3d.train.config import Config, config_from_dict
+from pose3d.train.config import SET_2D, SET_3D, SOURCE_SIDES, Config, DataSection, config_from_dict
 from pose3d.train.validate import Validator
 
 log = logging.getLogger("pose3d.train")
-
-SET_3D, SET_2D = "set_3d", "set_2d"
 
 
 def checkpoint_score(val_mpjpe: float | None, with_depth: bool, global_step: int) -> float:
@@ -130,7 +129,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     model, restored = _restore(cfg, rank, device)
     streams = _streams(cfg)
-    run = _Run.open(cfg, rank, world, device, restored.global_step, streams, restored.adopted)
+    run = _Run.open(cfg, rank, world, device, restored, streams)
     global_step = restored.global_step
     while (pos := schedule.position(cfg, global_step)) is not None:
         stage = _set_up_stage(run, model, pos, restored.take_optimizer_state(pos.stage))
@@ -158,6 +157,7 @@ class _Restored:
     optimizer_state: dict[str, Any] | None = None
     stage: int = 0
     adopted: str | None = None  # a checkpoint folder Ray Train never registered that the run resumed from
+    source_rows: dict[str, list[int]] | None = None  # rows drawn per source over the run, all workers
 
     def take_optimizer_state(self, stage: int) -> dict[str, Any] | None:
         """The saved optimizer state when ``stage`` is the one the checkpoint stopped in (a
@@ -205,7 +205,9 @@ def _restore(cfg: Config, rank: int, device: torch.device) -> tuple[PoseNet, _Re
         state = ckpt.load_training_state(adopted)
     if state is not None:
         model.load_state_dict(state["state_dict"])
-        restored = _Restored(state["global_step"], state["optimizer"], state["stage"], adopted)
+        restored = _Restored(
+            state["global_step"], state["optimizer"], state["stage"], adopted, state.get("source_rows")
+        )
         if rank == 0:
             step, stage = restored.global_step, restored.stage
             how = (
@@ -297,6 +299,7 @@ class _Run:
     tensorboard: tb.TensorBoard | None = None  # rank 0
     tallies: dict[str, RowTally] = field(default_factory=dict)  # each stream's skipped rows
     adopted: str | None = None  # rank 0: an unregistered checkpoint folder resumed from, removed later
+    sources: dict[str, SourceCounts] = field(default_factory=dict)  # each side's rows per source
 
     @classmethod
     def open(
@@ -305,9 +308,8 @@ class _Run:
         rank: int,
         world: int,
         device: torch.device,
-        start_step: int,
+        restored: _Restored,
         streams: dict[str, RowStream | None],
-        adopted: str | None = None,
     ) -> _Run:
         validator = None
         if rank == 0 and cfg.data.val_3d:
@@ -322,20 +324,27 @@ class _Run:
         bf16 = device.type == "cuda" and cfg.train.bf16
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
         tallies = {name: s.tally for name, s in streams.items() if s is not None}
-        adopted = adopted if rank == 0 else None
+        # Rank 0 carries the run's totals on from the checkpoint; the others count from 0 (reports sum them).
+        totals = (restored.source_rows or {}) if rank == 0 else {}
+        sources = {
+            side: SourceCounts(len(getattr(cfg.data, side)), totals.get(side))
+            for side, s in streams.items()
+            if s is not None
+        }
         return cls(
             cfg,
             rank,
             world,
             device,
             nodes,
-            start_step,
+            restored.global_step,
             progress,
             autocast,
             validator,
             board,
             tallies,
-            adopted,
+            restored.adopted if rank == 0 else None,
+            sources,
         )
 
     def skipped_rows(self) -> int:
@@ -409,6 +418,11 @@ class _Stage:
     def next_batch(self, streams: dict[str, RowStream | None], run: _Run) -> dict[str, torch.Tensor]:
         """The next mixed batch as tensors on the run's device."""
         np_batch = mixed_batch(streams[SET_3D], self.rows[0], streams[SET_2D], self.rows[1])
+        source = np_batch.pop(SOURCE_COLUMN, None)
+        if source is not None:  # the 3D side's rows come first
+            for side, rows in ((SET_3D, source[: self.rows[0]]), (SET_2D, source[self.rows[0] :])):
+                if len(rows):
+                    run.sources[side].count(rows)
         rows_3d = int(np.count_nonzero(np_batch["has_3d"]))  # measured, not assumed: stage checks
         self.window_3d = (min(self.window_3d[0], rows_3d), max(self.window_3d[1], rows_3d))
         return to_tensors(np_batch, run.device, run.channels_last)
@@ -513,16 +527,54 @@ def _report_and_checkpoint(
         batch_3d_rows_max=window_3d[1],
         rows_skipped=run.skipped_rows(),
     )
+    metrics.update(_source_metrics(run))
     if due.validate:
         metrics.update(run.validator(model, run.device, run.autocast))
     metrics["checkpoint_score"] = checkpoint_score(metrics.get("val_mpjpe"), stage.with_depth, global_step)
     if run.rank == 0:
-        log.info(_progress_line(metrics, stage.steps, run.progress.total, run.progress.eta(global_step)))
+        eta = run.progress.eta(global_step)
+        log.info(_progress_line(metrics, stage.steps, run.progress.total, eta, run.cfg.data))
         run.tensorboard.write(metrics, global_step)
     if due.checkpoint:
         _report_with_checkpoint(run, model, stage, metrics)
     else:
         ray.train.report(metrics)
+
+
+def _source_metrics(run: _Run) -> dict[str, float]:
+    """Each source's realized share of its side's rows since the last report (``share_set_2d_1``),
+    and its rows over the run (``rows_set_2d_1``), summed over the workers (one small all-reduce),
+    for the sides that list more than one source; sources numbered from 1 as in the config."""
+    sides = [side for side, counts in run.sources.items() if len(counts.window) > 1]
+    if not sides:
+        return {}
+    counts = {
+        side: np.concatenate([run.sources[side].take_window(), run.sources[side].total]) for side in sides
+    }
+    flat = np.concatenate(list(counts.values()))
+    if run.world > 1:
+        summed = torch.from_numpy(flat).to(run.device)
+        torch.distributed.all_reduce(summed)
+        flat = summed.cpu().numpy()
+    out: dict[str, float] = {}
+    at = 0
+    for side, part in counts.items():
+        n = len(part) // 2
+        window_shares, run_rows = shares(flat[at : at + n]), flat[at + n : at + 2 * n]
+        at += 2 * n
+        for i in range(n):
+            out[f"share_{side}_{i + 1}"] = float(window_shares[i])
+            out[f"rows_{side}_{i + 1}"] = int(run_rows[i])
+    return out
+
+
+def _run_source_rows(metrics: dict[str, Any], cfg: Config) -> dict[str, list[int]]:
+    """Rows drawn per source over the run, from a report's metrics (saved with the checkpoint)."""
+    return {
+        side: [int(metrics[f"rows_{side}_{i}"]) for i in range(1, len(getattr(cfg.data, side)) + 1)]
+        for side in SOURCE_SIDES
+        if f"rows_{side}_1" in metrics
+    }
 
 
 def _report_with_checkpoint(run: _Run, model: PoseNet, stage: _Stage, metrics: dict[str, Any]) -> None:
@@ -541,6 +593,7 @@ def _report_with_checkpoint(run: _Run, model: PoseNet, stage: _Stage, metrics: d
                 global_step=metrics["global_step"],
                 config=run.cfg.to_dict(),
                 metrics=metrics,
+                source_rows=_run_source_rows(metrics, run.cfg),
             )
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
             run.tensorboard.sync()
@@ -556,7 +609,7 @@ def _report_with_checkpoint(run: _Run, model: PoseNet, stage: _Stage, metrics: d
             run.adopted = None
 
 
-def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str) -> str:
+def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str, data: DataSection) -> str:
     parts = [
         f"[stage {m['stage']}/{schedule.NUM_STAGES}] step {m['step_in_stage']}/{stage_steps} "
         f"(global {m['global_step']}/{total})",
@@ -566,6 +619,13 @@ def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str) ->
         parts[-1] += f" dep {m['loss_depth']:.3g} geo2d {m['loss_geo_2d']:.3g}"
     parts[-1] += ")"
     parts.append(f"{m['img_per_s']:.1f} img/s")
+    for side, label in ((SET_3D, "3D"), (SET_2D, "2D")):
+        if f"share_{side}_1" in m:  # the realized shares since the last line, and the weights' shares
+            targets = data.target_shares(side)
+            realized = "/".join(f"{100 * m[f'share_{side}_{i}']:.0f}" for i in range(1, len(targets) + 1))
+            parts.append(
+                f"{label} sources {realized} % (weights {'/'.join(f'{100 * t:.0f}' for t in targets)})"
+            )
     if m.get("rows_skipped"):
         parts.append(f"{m['rows_skipped']} undecodable rows skipped")
     if "val_mpjpe" in m:

@@ -7,39 +7,49 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from pose3d.data.augment import INPUT_COLUMNS, BatchPreprocessor
+import numpy as np
+
+from pose3d.data.augment import INPUT_COLUMNS, SOURCE_COLUMN, BatchPreprocessor
 from pose3d.train import schedule
-from pose3d.train.config import Config, ConfigError, absolute_paths
-from pose3d.train.loop import SET_2D, SET_3D, datasets_drawn, train_loop_per_worker
+from pose3d.train.config import SOURCE_SIDES, Config, ConfigError, Source, absolute_paths
+from pose3d.train.loop import datasets_drawn, train_loop_per_worker
 
 log = logging.getLogger("pose3d.train")
 
 
-def needed_datasets(cfg: Config) -> dict[str, str]:
-    """Dataset name -> shard path, for the sets some stage draws rows from."""
-    paths = {SET_3D: ("data.set_3d", cfg.data.set_3d), SET_2D: ("data.set_2d", cfg.data.set_2d)}
-    for name in datasets_drawn(cfg):
-        key, path = paths[name]
-        if not path:
-            raise ConfigError(f"{key} is empty but the configured stages draw rows from it")
-    return {name: paths[name][1] for name in sorted(datasets_drawn(cfg))}
+def needed_datasets(cfg: Config) -> dict[str, list[tuple[int, Source]]]:
+    """Side name -> its drawn sources (index in the side's list, source), for the sides some stage
+    draws rows from."""
+    for side in datasets_drawn(cfg):
+        if not cfg.data.sources(side):
+            raise ConfigError(f"data.{side} is empty but the configured stages draw rows from it")
+    return {side: cfg.data.sources(side) for side in sorted(datasets_drawn(cfg))}
+
+
+#: Rows per block entering a side's mix: the mix interleaves whole blocks, so its realized shares
+#: track the weights to within a block (docs/conventions.md, Mixing).
+MIX_BLOCK_ROWS = 16
 
 
 def build_datasets(cfg: Config) -> dict[str, Any]:
-    """One streaming pipeline per dataset: read shards -> decode + augment on CPU actors."""
+    """One streaming pipeline per side: read each source's shards (tagged with the source's index),
+    mix the sources by weight, then decode + augment on CPU actors."""
     import ray.data
 
-    from pose3d.data.shards import read_shards
-
     out = {}
-    for name, path in needed_datasets(cfg).items():
-        # File order reshuffled at every read (each pass, each chained epoch); rows further mixed
-        # by the workers' local shuffle buffer.
-        # The row id and the shard file ride along so a row that fails to decode can be named.
-        ds = read_shards(path, columns=[*INPUT_COLUMNS, "row_id"], shuffle_files=True, include_paths=True)
-        if cfg.data.epochs_per_pass > 1:
-            ds = ds.union(*[ds] * (cfg.data.epochs_per_pass - 1))
-        out[name] = ds.map_batches(
+    for side, sources in needed_datasets(cfg).items():
+        parts = [_read_source(cfg, src.path, index) for index, src in sources]
+        ds = parts[0]
+        if len(parts) > 1:
+            # Each pass ends when the source that is shortest relative to its weight runs out: the
+            # weights hold to the end of every pass, and the larger sources are read in a fresh
+            # random subset of their files each pass.
+            ds = ds.mix(
+                *parts[1:],
+                weights=[src.weight for _, src in sources],
+                stopping_condition=ray.data.MixStoppingCondition.STOP_ON_SHORTEST,
+            )
+        out[side] = ds.map_batches(
             BatchPreprocessor,
             fn_constructor_kwargs={
                 "input_size": cfg.model.input_size,
@@ -51,6 +61,21 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.data.preprocess_actors),
         )
     return out
+
+
+def _read_source(cfg: Config, path: str, index: int) -> Any:
+    """One source's rows for a pass: its shard files in a new random order at every read, ``epochs_per_pass``
+    times, with the ``source`` column (its index in the side's list) beside the row id and shard file
+    that name a row that fails to decode."""
+    from pose3d.data.shards import read_shards
+
+    ds = read_shards(path, columns=[*INPUT_COLUMNS, "row_id"], shuffle_files=True, include_paths=True)
+    if cfg.data.epochs_per_pass > 1:
+        ds = ds.union(*[ds] * (cfg.data.epochs_per_pass - 1))
+    # A numpy batch is a dict of columns: its row count is a column's length.
+    return ds.add_column(
+        SOURCE_COLUMN, lambda rows: np.full(len(rows["row_id"]), index, np.int16), batch_format="numpy"
+    )
 
 
 def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
@@ -116,14 +141,16 @@ def check_shard_paths(cfg: Config) -> None:
     driver: otherwise a missing ``data.val_3d`` surfaces minutes later as a worker's traceback."""
     from pose3d.data.shards import NoShardsError, list_shards
 
-    for key in ("set_3d", "set_2d", "val_3d", "val_2d"):
-        path = getattr(cfg.data, key)
+    named = [(f"data.{side}.{i}.path", src.path) for side in SOURCE_SIDES
+             for i, src in enumerate(getattr(cfg.data, side), start=1)]  # fmt: skip
+    named += [(f"data.{key}", getattr(cfg.data, key)) for key in ("val_3d", "val_2d")]
+    for key, path in named:
         if not path:
             continue
         try:
             list_shards(path)
         except NoShardsError as err:
-            raise ConfigError(f"data.{key}: {err}") from None
+            raise ConfigError(f"{key}: {err}") from None
 
 
 def check_inputs(cfg: Config) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from pose3d import decode, geometry, skeleton
 from pose3d.data.augment import AugmentParams, identity_augmentation, make_batch, sample_augmentation
-from pose3d.data.mixing import MIN_ROWS_FOR_FRACTION, RowStream, mixed_batch
+from pose3d.data.mixing import MIN_ROWS_FOR_FRACTION, RowStream, SourceCounts, mixed_batch, shares
 from pose3d.schema import CROP_MARGIN
 
 
@@ -138,3 +138,16 @@ def test_row_stream_skips_counts_and_names_undecoded_rows():
     assert stream.tally.take_unreported() == []
     assert not stream.tally.exceeds(0.01)  # 3 of at least MIN_ROWS_FOR_FRACTION rows
     assert stream.tally.exceeds(2 / MIN_ROWS_FOR_FRACTION)
+
+
+def test_source_counts_keep_a_window_and_the_run_total():
+    counts = SourceCounts(3, run_total=np.array([10, 0, 5]))
+    counts.count(np.array([0, 0, 2, 0]))
+    counts.count(np.array([2], np.int16))
+    np.testing.assert_array_equal(counts.take_window(), [3, 0, 2])
+    np.testing.assert_array_equal(counts.take_window(), [0, 0, 0])
+    np.testing.assert_array_equal(counts.total, [13, 0, 7])
+    np.testing.assert_allclose(shares(np.array([3, 0, 1])), [0.75, 0.0, 0.25])
+    np.testing.assert_array_equal(shares(np.zeros(2)), [0.0, 0.0])
+    with pytest.raises(ValueError, match="source index 3 out of range for 3 sources"):
+        counts.count(np.array([3]))

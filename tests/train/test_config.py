@@ -1,5 +1,7 @@
 """The typed config: packaged configs load, overrides apply, bad input is named."""
 
+import re
+
 import pytest
 
 from pose3d.train import schedule
@@ -139,8 +141,8 @@ def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
          "train.init_from=runs/stage1/checkpoint_1", "run.storage_path=~/runs"],
     )  # fmt: skip
     absolute_paths(cfg)
-    assert cfg.data.set_3d == str(tmp_path / "shards/lab")
-    assert cfg.data.set_2d == "s3://bucket/wild"
+    assert [s.path for s in cfg.data.set_3d] == [str(tmp_path / "shards/lab")]
+    assert [s.path for s in cfg.data.set_2d] == ["s3://bucket/wild"]
     assert cfg.data.val_2d == ""
     assert cfg.train.init_from == str(tmp_path / "runs/stage1/checkpoint_1")
     assert cfg.run.storage_path.startswith("/") and "~" not in cfg.run.storage_path
@@ -154,3 +156,44 @@ def test_checkpoint_score_ranks_validated_then_unvalidated_then_diverged():
     diverged = checkpoint_score(float("nan"), True, 940)
     assert validated == 180.0 < unvalidated < diverged
     assert checkpoint_score(None, False, 20) < checkpoint_score(None, False, 10)  # stage 1: recency
+
+
+def test_a_side_takes_one_path_or_weighted_sources():
+    from pose3d.train.config import Source
+
+    one = load_config("demo", ["data.set_2d=wild"])
+    assert one.data.set_2d == [Source("wild", 1.0)]
+    assert one.data.target_shares("set_2d") == [1.0]
+    # A list of paths and {path, weight}; then one source's weight by number, as a search sets it.
+    many = load_config("demo", ["data.set_2d=[wild, {path: coco, weight: 3}]", "data.set_2d.1.weight=1"])
+    assert many.data.set_2d == [Source("wild", 1.0), Source("coco", 3.0)]
+    assert many.data.target_shares("set_2d") == [0.25, 0.75]
+    # Weight 0 leaves a source out of the draw but keeps its number.
+    off = load_config("demo", ["data.set_2d=[wild, {path: coco, weight: 0}]"])
+    assert off.data.sources("set_2d") == [(0, Source("wild", 1.0))]
+    # The saved form (a checkpoint's config) loads back as it was.
+    from pose3d.train.config import config_from_dict
+
+    assert config_from_dict(many.to_dict()).data.set_2d == many.data.set_2d
+    # An old checkpoint's config, with a plain path, still loads.
+    old = many.to_dict()
+    old["data"]["set_2d"] = "wild"
+    assert config_from_dict(old).data.set_2d == [Source("wild", 1.0)]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.set_2d=[a, a]", "data.set_2d.2: a is listed twice"),
+        ("data.set_2d=[{path: a, weight: -1}]", "data.set_2d.1.weight must be >= 0"),
+        ("data.set_2d=[{path: a, weight: 0}]", "data.set_2d: every source has weight 0"),
+        ("data.set_2d=[{weight: 2}]", "data.set_2d.1.path is empty"),
+        ("data.set_2d=[{path: a, wieght: 2}]", "unknown key data.set_2d.1.wieght"),
+        ("data.set_2d.3.weight=2", "data.set_2d has 1 item(s), no item 3"),
+        ("data.set_2d=5", "data.set_2d: expected a shard path or a list"),
+        ("data.set_2d=[{path: a, weight: .nan}]", "data.set_2d.1.weight must be a finite number"),
+    ],
+)
+def test_bad_sources_are_refused_by_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("demo", [override])

@@ -152,6 +152,20 @@ def test_values_that_make_an_invalid_config_are_caught_before_running():
     check_space(missing, base)
 
 
+def test_a_search_may_weigh_the_sources_of_a_side_but_not_move_them():
+    base = load_config("demo", ["data.set_2d=[wild, coco]"])
+    weight = {"distribution": "uniform", "low": 0.0, "high": 3.0}
+    space = _space({"coco": {**weight, "keys": ["data.set_2d.2.weight"]}})
+    check_space(space, base)
+    cfg = apply_overrides(base.to_dict(), space.overrides({"coco": 2.5}))
+    assert [s.weight for s in cfg.data.set_2d] == [1.0, 2.5]
+    with pytest.raises(SpaceError, match=re.escape("data.set_2d.2.path is not searchable")):
+        _space({"p": {"distribution": "choice", "values": ["x"], "keys": ["data.set_2d.2.path"]}})
+    third = _space({"w": {**weight, "keys": ["data.set_2d.3.weight"]}})  # the base lists two
+    with pytest.raises(SpaceError, match=re.escape("data.set_2d has 2 item(s), no item 3")):
+        check_space(third, base)
+
+
 # --- trials -------------------------------------------------------------------------------------
 
 

@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
 def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
     """(c): the real training path on shards; img/s of the last stage's steps after warm-up."""
     from pose3d.train import schedule
+    from pose3d.train.config import Source
     from pose3d.train.tensorboard import folder as tensorboard_folder
     from pose3d.train.trainer import fit
 
@@ -159,7 +160,7 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
     lab, wild = _synthetic_train_sets(shards)
     warmup = args.data_warmup
     total = warmup + args.data_steps
-    cfg.data.set_3d, cfg.data.set_2d, cfg.data.val_3d = lab, wild, ""
+    cfg.data.set_3d, cfg.data.set_2d, cfg.data.val_3d = [Source(lab)], [Source(wild)], ""
     for stage in schedule.STAGES:  # the last stage only: depth and the geometric term, the full step
         schedule.set_stage_steps(cfg, stage, total if stage == schedule.STAGES[-1] else 0)
     cfg.run.storage_path, cfg.run.name = storage, "bench-data"
