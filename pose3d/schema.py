@@ -47,9 +47,11 @@ REGISTRY: tuple[DatasetEntry, ...] = (
     DatasetEntry("h36m", "h36m", "data_prep.readers.h36m", "h36m"),
     DatasetEntry("mpii", "mpii", "data_prep.readers.mpii", "mpii"),
     DatasetEntry("3dhp", "3dhp", "data_prep.readers.mpi3dhp", "3dhp"),
+    DatasetEntry("coco", "coco", "data_prep.readers.coco", "mpii"),
     DatasetEntry("synthetic_lab", "synthetic", "data_prep.synthetic.reader", "h36m"),
     DatasetEntry("synthetic_wild", "synthetic", "data_prep.synthetic.reader", "mpii"),
     DatasetEntry("synthetic_wild_test", "synthetic", "data_prep.synthetic.reader", "3dhp"),
+    DatasetEntry("synthetic_coco", "synthetic", "data_prep.synthetic.reader", "mpii"),
 )
 DATASETS: tuple[str, ...] = tuple(d.name for d in REGISTRY)
 #: Dataset name -> evaluation kind ("h36m", "mpii", "3dhp").

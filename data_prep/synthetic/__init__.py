@@ -1,5 +1,6 @@
 """The synthetic dataset generator (issue 3): posed 3D bodies rendered into the raw formats of
-Human3.6M (lab), MPII (wild) and MPI-INF-3DHP (wild test), so the same readers run on it.
+Human3.6M (lab), MPII (wild) and MPI-INF-3DHP (wild test), and on request COCO (a street set,
+issue 16), so the same readers run on it.
 
 - ``generate(out_raw, ...)`` writes the raw trees (``generator.py``; the sets in ``sets.py``, the
   file formats in ``formats.py``);

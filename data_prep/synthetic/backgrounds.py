@@ -203,3 +203,120 @@ def floor_shadow(
     d2 = np.sum((floor_xy - np.asarray(centre_xy, np.float32)) ** 2, axis=-1)
     shade = 1.0 - strength * np.exp(-d2 / (2 * radius_mm**2))
     return np.where(np.isnan(shade), 1.0, shade)[..., None].astype(np.float32)
+
+
+#: Facade colours of the street set (BGR): brick, sandstone, render, concrete, dark cladding, white.
+_FACADE_PALETTE = np.array(
+    [[0.22, 0.3, 0.55], [0.45, 0.6, 0.72], [0.6, 0.68, 0.75], [0.52, 0.53, 0.55], [0.2, 0.21, 0.23],
+     [0.78, 0.8, 0.82], [0.3, 0.42, 0.6]], np.float32,
+)  # fmt: skip
+
+
+def _hash01(*ints: np.ndarray) -> np.ndarray:
+    """A deterministic pseudo-random value in [0, 1) per element of integer arrays (cell ids)."""
+    h = np.zeros(np.broadcast(*ints).shape, np.uint32)
+    for k, v in enumerate(ints):
+        h = (h ^ (np.asarray(v).astype(np.int64) * (0x9E3779B1 + 2 * k)).astype(np.uint32)) * np.uint32(
+            0x85EBCA6B
+        )
+        h ^= h >> np.uint32(13)
+    return (h & np.uint32(0xFFFFFF)).astype(np.float32) / np.float32(0x1000000)
+
+
+def street(
+    camera: ViewCamera,
+    rays: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    half_width_mm: float = 10000.0,
+    road_half_mm: float = 6500.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An urban street along the world x axis, seen from ``camera`` (inside it): an asphalt road
+    (|y| < ``road_half_mm``) with a dashed centre line, kerbs and paved pavements up to the building
+    facades at y = ±``half_width_mm``. The facades are a row of buildings 6-20 m wide and 7-30 m
+    tall, each with its own colour, window grid (some windows lit) and a shop front with a sign band
+    on the ground floor; sky above them, haze with distance. Returns (image, floor_xy) like ``room``.
+    """
+    d = _world_rays(camera, rays)
+    o = np.asarray(camera.t_c2w, np.float64)
+    h, w = d.shape[:2]
+    t_ground = _plane_t(o[2], d[..., 2], 0.0)
+    t_left, t_right = _plane_t(o[1], d[..., 1], half_width_mm), _plane_t(o[1], d[..., 1], -half_width_mm)
+    left = t_left <= t_right
+    t_wall = np.minimum(t_left, t_right)
+    t_wall_safe = np.where(np.isfinite(t_wall), t_wall, 0.0)
+    p_wall = o.astype(np.float32) + d * t_wall_safe[..., None]
+    # The buildings of each side: boundaries along x, height, colour, window grid, shop sign colour.
+    sides = []
+    for _ in range(2):
+        widths = rng.uniform(6000, 20000, 60)
+        bounds = np.cumsum(widths) - widths.sum() / 2
+        n = len(bounds) + 1
+        colour = _FACADE_PALETTE[rng.integers(0, len(_FACADE_PALETTE), n)] * rng.uniform(0.8, 1.15, (n, 1))
+        sides.append({
+            "bounds": bounds, "height": rng.uniform(7000, 30000, n), "colour": colour.astype(np.float32),
+            "floor": rng.uniform(2900, 3600, n), "bay": rng.uniform(2000, 3200, n),
+            "win_w": rng.uniform(0.4, 0.65, n), "win_h": rng.uniform(0.4, 0.6, n),
+            "sign": rng.uniform(0.1, 0.95, (n, 3)).astype(np.float32),
+        })  # fmt: skip
+    x = p_wall[..., 0]
+    idx = [np.searchsorted(s["bounds"], x) for s in sides]
+
+    def pick(name: str) -> np.ndarray:
+        return np.where(
+            left[..., None] if sides[0][name].ndim > 1 else left,
+            sides[0][name][idx[0]],
+            sides[1][name][idx[1]],
+        )
+
+    building = pick("height")
+    hit_wall = np.isfinite(t_wall) & (t_wall < t_ground) & (p_wall[..., 2] < building)
+    on_ground = np.isfinite(t_ground) & ~hit_wall
+    grain = fractal_noise(rng, h, w, (8, 32, 128))
+    # Sky: an overcast grey-blue gradient.
+    sky_low = (rng.uniform(0.7, 0.9) * np.array([1.0, 0.98, 0.95]) + rng.uniform(-0.03, 0.03, 3)).astype(
+        np.float32
+    )
+    sky_top = (sky_low * rng.uniform(0.75, 0.95) + np.array([0.06, 0.0, -0.04])).astype(np.float32)
+    elev = np.sqrt(np.clip(d[..., 2], 0, 1))[..., None]
+    image = sky_low + (sky_top - sky_low) * elev
+    # Facades: window cells in floors and bays; glass dark with some lit windows; a shop front and a
+    # sign band on the ground floor.
+    floor_h, bay = pick("floor"), pick("bay")
+    fz, fx = p_wall[..., 2] / floor_h, x / bay
+    cell_z, cell_x = np.floor(fz).astype(np.int64), np.floor(fx).astype(np.int64)
+    in_window = (np.abs(fx - cell_x - 0.5) < pick("win_w") / 2) & (
+        np.abs(fz - cell_z - 0.55) < pick("win_h") / 2
+    )
+    lit = _hash01(cell_x, cell_z, idx[0] * 2 + left) < 0.2
+    glass = np.where(lit[..., None], np.float32([0.45, 0.7, 0.85]), np.float32([0.28, 0.24, 0.2]))
+    facade = np.where(in_window[..., None] & (cell_z >= 1)[..., None], glass, pick("colour"))
+    shop = p_wall[..., 2] < 3000
+    sign = (p_wall[..., 2] >= 3000) & (p_wall[..., 2] < 3600)
+    shop_glass = np.float32([0.18, 0.17, 0.15]) + 0.25 * _hash01(cell_x, idx[1])[..., None]
+    facade = np.where(shop[..., None], shop_glass, np.where(sign[..., None], pick("sign"), facade))
+    image = np.where(hit_wall[..., None], facade * (0.85 + 0.25 * grain)[..., None], image)
+    # Ground: asphalt road, dashed centre line and edge lines, kerbs, paving tiles.
+    t_g = np.where(on_ground, t_ground, 0.0)
+    p = o.astype(np.float32) + d * t_g[..., None]
+    ay = np.abs(p[..., 1])
+    asphalt = np.float32(rng.uniform(0.2, 0.3)) * np.float32([1.0, 1.0, 1.02])
+    road = asphalt * (0.8 + 0.4 * grain)[..., None]
+    dash = (ay < 75) & ((p[..., 0] % 6000) < 3000)
+    edge = (ay > road_half_mm - 350) & (ay < road_half_mm - 200)
+    road = np.where((dash | edge)[..., None], np.float32([0.8, 0.82, 0.82]), road)
+    tile = rng.uniform(350, 600)
+    paving_colour = np.float32(rng.uniform([0.45, 0.5, 0.52], [0.6, 0.65, 0.7]))
+    tx, ty = p[..., 0] / tile, p[..., 1] / tile
+    joint = (np.abs(tx - np.floor(tx) - 0.5) > 0.46) | (np.abs(ty - np.floor(ty) - 0.5) > 0.46)
+    paving = paving_colour * (0.9 + 0.2 * grain - 0.2 * joint)[..., None]
+    kerb = (ay >= road_half_mm) & (ay < road_half_mm + 150)
+    ground = np.where((ay < road_half_mm)[..., None], road, paving)
+    ground = np.where(kerb[..., None], np.float32([0.62, 0.63, 0.64]), ground)
+    image = np.where(on_ground[..., None], ground, image)
+    # Haze towards the sky colour with distance.
+    dist = np.where(on_ground, t_ground, np.where(hit_wall, t_wall, np.inf))
+    haze = np.exp(-np.minimum(dist, 1e9) / np.float32(120000.0))[..., None]
+    image = np.where(np.isfinite(dist)[..., None], image * haze + sky_low * (1 - haze), image)
+    floor_xy = np.where(on_ground[..., None], p[..., :2], np.float32(np.nan))
+    return np.clip(image, 0, 1).astype(np.float32), floor_xy

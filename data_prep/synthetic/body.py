@@ -41,6 +41,24 @@ JOINT_DEPTH_TOLERANCE_MM = np.array(
 )
 
 
+#: COCO's face keypoints as directions in the head's axes (left, up, forward), each placed where
+#: that direction leaves the head ellipsoid: nose, left eye, right eye, left ear, right ear.
+COCO_FACE_DIRECTIONS = np.array(
+    [[0.0, -0.2, 1.0], [0.35, 0.1, 0.9], [-0.35, 0.1, 0.9], [1.0, 0.05, -0.05], [-1.0, 0.05, -0.05]]
+)
+#: How far in front of a COCO face keypoint the seen surface may lie and still show it (mm): the
+#: points lie on the head's surface.
+COCO_FACE_DEPTH_TOLERANCE_MM = 25.0
+_COCO_BODY_JOINTS = (
+    "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist",
+    "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle",
+)  # fmt: skip
+#: (17,) visibility depth tolerance per COCO keypoint (mm): the face's, then the 16 joints'.
+COCO_DEPTH_TOLERANCE_MM = np.concatenate(
+    [np.full(5, COCO_FACE_DEPTH_TOLERANCE_MM), JOINT_DEPTH_TOLERANCE_MM[[J[n] for n in _COCO_BODY_JOINTS]]]
+)
+
+
 @dataclass(frozen=True)
 class BodyShape:
     """bone_lengths (14,) mm; thickness: a factor on every radius; scale: the global size."""
@@ -191,12 +209,40 @@ class PosedBody:
             out[base + 7] = out[base + 6]
         return out
 
+    def head_frame(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The head ellipsoid: centre (3,) mm, axes (3, 3) unit rows (the subject's left, up along
+        the head, the facing direction), radii (3,) mm. From the head top down to the chin (0.75 head
+        bones below the upper neck), a little forward of the neck."""
+        j = self.joints
+        upper_neck, top = j[J["upper_neck"]], j[J["head_top"]]
+        shoulders = j[J["l_shoulder"]] - j[J["r_shoulder"]]
+        head_len = np.linalg.norm(top - upper_neck)
+        head_up = _unit(top - upper_neck)
+        face = self._aux("face") - (self._aux("face") @ head_up) * head_up
+        face = _unit(face) if np.linalg.norm(face) > 1e-6 else _unit(np.cross(shoulders, head_up))
+        centre = top - 0.875 * head_len * head_up + 0.1 * head_len * face
+        axes = np.stack([_unit(np.cross(head_up, face)), head_up, face])
+        radii = np.array([0.68, 0.875, 0.8]) * head_len
+        return centre, axes, radii
+
+    def coco17(self) -> np.ndarray:
+        """(17, 3) in COCO's keypoint order (nose, l_eye, r_eye, l_ear, r_ear, l_sho, r_sho, l_elb,
+        r_elb, l_wri, r_wri, l_hip, r_hip, l_knee, r_knee, l_ank, r_ank). Body joints are the 16's;
+        the face points lie on the head ellipsoid's surface (``COCO_FACE_DIRECTIONS``)."""
+        centre, axes, radii = self.head_frame()
+        # A surface point along a direction u given in the head's axes: t u with |t u / radii| = 1.
+        u = COCO_FACE_DIRECTIONS
+        t = 1.0 / np.linalg.norm(u / radii, axis=-1)
+        face = centre + (u * t[:, None]) @ axes
+        body = self.joints[[J[n] for n in _COCO_BODY_JOINTS]]
+        return np.concatenate([face, body])
+
     # --- volumes ------------------------------------------------------------------------------
     def primitives(self, up: np.ndarray) -> list[Primitive]:
         """The body's volumes in this frame; ``up`` (3,) is the world's up direction here."""
         j, s = self.joints, self.shape
         r = {k: v * s.thickness * s.scale for k, v in RADIUS_MM.items()}
-        pelvis, neck, upper_neck, top = j[J["pelvis"]], self.neck_base(), j[J["upper_neck"]], j[J["head_top"]]
+        pelvis, neck, upper_neck = j[J["pelvis"]], self.neck_base(), j[J["upper_neck"]]
         torso_up = _unit(neck - pelvis)
         torso_len = np.linalg.norm(neck - pelvis)
         shoulders = j[J["l_shoulder"]] - j[J["r_shoulder"]]
@@ -214,14 +260,8 @@ class PosedBody:
             Capsule(j[J["r_shoulder"]], j[J["l_shoulder"]], r["shoulder"], PART["top"]),
             Capsule(neck, upper_neck, r["neck"], PART["skin"]),
         ]  # fmt: skip
-        # The head: from the head top down to the chin (0.75 head bones below the upper neck).
-        head_len = np.linalg.norm(top - upper_neck)
-        head_up = _unit(top - upper_neck)
-        face = self._aux("face") - (self._aux("face") @ head_up) * head_up
-        face = _unit(face) if np.linalg.norm(face) > 1e-6 else _unit(np.cross(shoulders, head_up))
-        centre = top - 0.875 * head_len * head_up + 0.1 * head_len * face
-        axes = np.stack([_unit(np.cross(head_up, face)), head_up, face])
-        radii = np.array([0.68, 0.875, 0.8]) * head_len
+        centre, axes, radii = self.head_frame()
+        head_up, face = axes[1], axes[2]
         # Hair: the back and the top of the head; face and sides are skin.
         hair_dir = _unit(face - 0.9 * head_up)
         prims.append(Ellipsoid(centre, axes, radii, PART["skin"], PART["hair"], hair_dir, -0.25))

@@ -24,6 +24,14 @@
   scaled about the pelvis to the canonical bone-length sum (``geometry.rescale_to_canonical``'s rule);
   the wild-test bodies are made at that size, so the two agree.
 
+- COCO keypoints (``coco``, the street set): ``<split>2017/<image id:012d>.jpg`` and
+  ``annotations/person_keypoints_{train,val}2017.json`` (``images``, ``annotations`` with 17
+  keypoints as x, y, v, ``num_keypoints``, ``bbox`` x, y, w, h, ``area``, ``iscrowd``,
+  ``segmentation``: outer-contour polygons, an uncompressed column-major RLE for a crowd;
+  ``categories``: COCO's person category). Keypoints are 0-based pixel indices (COCO's own
+  convention, the project's); boxes, polygons and areas are continuous px with the image's edge at 0,
+  taken from the pixels that show the person.
+
 Person boxes (Human3.6M ``center``/``scale``, MPII ``objpos``/``scale``): the middle of the
 joints' bounding rectangle and 1.2 x its larger side (mmpose's margin; ``readers.common``).
 """
@@ -375,3 +383,112 @@ def write_3dhp_cameras(root: Path, cameras: dict[str, object]) -> Path:
     path = root / "cameras_test.json"
     _write_json(path, table)
     return path
+
+
+# --- COCO keypoints ------------------------------------------------------------------------------
+
+#: COCO's person category as its keypoint files give it (names and the 1-based limb pairs).
+COCO_CATEGORY = {
+    "supercategory": "person",
+    "id": 1,
+    "name": "person",
+    "keypoints": [
+        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+        "right_knee", "left_ankle", "right_ankle",
+    ],
+    "skeleton": [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9],
+                 [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7]],
+}  # fmt: skip
+
+
+@dataclass
+class CocoAnnotation:
+    """One person (or crowd) of a COCO image: keypoints (17, 3) x, y 0-based px (pixel centres at
+    integers, COCO's own) and v; bbox COCO's x, y, w, h (continuous px, the image's left edge at
+    0); area px²; segmentation polygons or, for a crowd, an uncompressed RLE."""
+
+    id: int
+    keypoints: np.ndarray
+    bbox: tuple[float, float, float, float]
+    area: float
+    iscrowd: bool
+    segmentation: list[list[float]] | dict
+
+
+@dataclass
+class CocoImageRecord:
+    id: int
+    file_name: str
+    split: str
+    width: int
+    height: int
+    annotations: list[CocoAnnotation]
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """COCO's bbox of a mask (H, W) bool: the extent of its pixels in continuous px (pixel column
+    c spans [c, c + 1))."""
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
+
+
+def mask_polygons(mask: np.ndarray) -> list[list[float]]:
+    """COCO polygons [x1, y1, x2, y2, ...] (continuous px) of a mask's outer contours (3+ points);
+    a mask too thin for one (a pixel or a line) gets its box as the polygon."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in contours:
+        if len(contour) >= 3:  # pixel centres (integer indices) -> continuous px: +0.5
+            polygons.append([round(float(v) + 0.5, 2) for v in contour.reshape(-1)])
+    if not polygons:
+        x, y, w, h = mask_bbox(mask)
+        polygons.append([x, y, x + w, y, x + w, y + h, x, y + h])
+    return polygons
+
+
+def mask_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE of a mask (H, W) bool: run lengths over the column-major pixels,
+    starting with a run of zeros (maybe empty)."""
+    flat = np.asarray(mask, bool).ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    edges = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(edges).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"counts": counts, "size": [int(mask.shape[0]), int(mask.shape[1])]}
+
+
+def write_coco(root: Path, records: list[CocoImageRecord]) -> list[Path]:
+    """``annotations/person_keypoints_<split>2017.json`` for the records (images are written
+    apart, under ``<split>2017/``); ids as given. Both splits are written, empty or not."""
+    paths = []
+    for split in ("train", "val"):
+        chosen = [r for r in records if r.split == split]
+        annotations = []
+        for r in chosen:
+            for a in r.annotations:
+                kp = np.asarray(a.keypoints, np.float64)
+                flat = np.concatenate([kp[:, :2].round(2), kp[:, 2:3]], axis=-1).ravel().tolist()
+                annotations.append({
+                    "id": a.id, "image_id": r.id, "category_id": 1, "iscrowd": int(a.iscrowd),
+                    "keypoints": [int(v) if k % 3 == 2 else v for k, v in enumerate(flat)],
+                    "num_keypoints": int((kp[:, 2] > 0).sum()), "bbox": [round(v, 2) for v in a.bbox],
+                    "area": float(a.area), "segmentation": a.segmentation,
+                })  # fmt: skip
+        data = {
+            "info": {"description": "pose3d synthetic street set (COCO keypoints format)", "version": "1"},
+            "licenses": [],
+            "categories": [COCO_CATEGORY],
+            "images": [
+                {"id": r.id, "file_name": r.file_name, "width": r.width, "height": r.height} for r in chosen
+            ],
+            "annotations": annotations,
+        }
+        path = root / "annotations" / f"person_keypoints_{split}2017.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True))
+        paths.append(path)
+    return paths

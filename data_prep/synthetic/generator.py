@@ -5,6 +5,7 @@
     out_raw/h36m/   the lab set (Human3.6M layout): S1, S5, S6, S7, S8 train; S9, S11 test
     out_raw/mpii/   the wild set (MPII layout): train and val
     out_raw/3dhp/   the wild test set (MPI-INF-3DHP test layout): TS1..TS6
+    out_raw/coco/   the street set (COCO keypoints layout), only when ``coco_images`` > 0: train, val
     out_raw/synthetic.json         the parameters and counts (a re-run with the same ones is skipped)
     out_raw/synthetic_labels.npz   the rendered ground truth in the 16 joints, for checks
 
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from data_prep.synthetic import formats, sets
-from data_prep.synthetic.formats import LabRecord, TestRecord, WildRecord
+from data_prep.synthetic.formats import CocoAnnotation, CocoImageRecord, LabRecord, TestRecord, WildRecord
 from pose3d import skeleton, storage
 
 FORMAT_VERSION = 1
@@ -53,6 +54,10 @@ SIZES: dict[str, dict[str, int]] = {
         "lab_trials": 2,
     },
 }
+#: Street (COCO-like) images per size preset: opt-in (``prepare(coco=True)``, ``pose3d prep synthetic
+#: --coco``), so the presets and the demo stay as they were. About 2 labelled people per image at the
+#: small preset's size (1 at tiny's: its people are smaller), about 1.7 more skipped (tiny, crowd).
+COCO_IMAGES: dict[str, int] = {"tiny": 20, "small": 700, "medium": 6000}
 H36M_LAYOUTS = ("npz", "video", "both")
 _CHUNK = 8  # frames per work unit
 
@@ -123,7 +128,35 @@ def _test_unit(
     return out
 
 
-_UNITS = {"lab": _lab_unit, "wild": _wild_unit, "test": _test_unit}
+def _coco_unit(root: str, seed: int, image_size: int, indices: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for index in indices:
+        street = sets.coco_image(seed, image_size, index)
+        h, w = street.image.shape[:2]
+        image_id = index + 1
+        split = sets.coco_split(index)
+        name = f"{image_id:012d}.jpg"  # COCO's file naming
+        annotations, truth = [], []
+        for k, person in enumerate(street.people):
+            ann_id = image_id * 100 + k  # unique, and known inside this worker
+            segmentation = (
+                formats.mask_rle(person.mask) if person.iscrowd else formats.mask_polygons(person.mask)
+            )
+            annotations.append(
+                CocoAnnotation(
+                    ann_id, person.keypoints, formats.mask_bbox(person.mask), float(person.mask.sum()),
+                    person.iscrowd, segmentation,
+                )
+            )  # fmt: skip
+            if not person.iscrowd:
+                truth.append({"key": f"{image_id:012d}_{ann_id}", "j16_px": person.joints_2d})
+        _write_jpeg(Path(root) / f"{split}2017" / name, street.image)
+        record = CocoImageRecord(image_id, name, split, w, h, annotations)
+        out.append({"record": record, "truth": truth, "index": index})
+    return out
+
+
+_UNITS = {"lab": _lab_unit, "wild": _wild_unit, "test": _test_unit, "coco": _coco_unit}
 
 
 def _run_unit(job: tuple[str, tuple]) -> tuple[str, list[dict[str, Any]], float]:
@@ -143,11 +176,15 @@ def _init_worker() -> None:
 
 
 def _params(lab_frames: int, wild_images: int, wild_test_frames: int, image_size: int, seed: int,
-            lab_trials: int, h36m_layout: str) -> dict[str, Any]:  # fmt: skip
+            lab_trials: int, h36m_layout: str, coco_images: int = 0) -> dict[str, Any]:  # fmt: skip
     from data_prep.synthetic import posebank
 
     bank = posebank.load_bank()
+    # The street set's count is recorded only when there is one, so folders generated before it
+    # existed still match their parameters.
+    coco = {"coco_images": coco_images} if coco_images else {}
     return {
+        **coco,
         "format_version": FORMAT_VERSION,
         "lab_frames": lab_frames,
         "wild_images": wild_images,
@@ -174,11 +211,13 @@ def generate(
     seed: int = 0,
     lab_trials: int = 1,
     h36m_layout: str = "npz",
+    coco_images: int = 0,
     num_workers: int | None = None,
     progress: Progress | None = print,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Render the lab, wild and wild-test sets into ``out_raw/{h36m,mpii,3dhp}`` (module docstring).
+    """Render the lab, wild and wild-test sets into ``out_raw/{h36m,mpii,3dhp}`` and, when
+    ``coco_images`` > 0, the street set into ``out_raw/coco`` (module docstring).
 
     ``lab_frames`` counts images (4 cameras per pose, rounded up to a multiple of 4);
     ``h36m_layout``: "npz" (mmpose's), "video" (the official videos + CDF) or "both".
@@ -188,18 +227,20 @@ def generate(
     """
     if h36m_layout not in H36M_LAYOUTS:
         raise ValueError(f"h36m_layout must be one of {H36M_LAYOUTS}, not {h36m_layout!r}")
-    if min(lab_frames, wild_images, wild_test_frames) < 0 or image_size < 64:
+    if min(lab_frames, wild_images, wild_test_frames, coco_images) < 0 or image_size < 64:
         raise ValueError("frame counts must be >= 0 and image_size >= 64")
     say = progress or (lambda _: None)
     root = Path(out_raw)
-    params = _params(lab_frames, wild_images, wild_test_frames, image_size, seed, lab_trials, h36m_layout)
+    params = _params(
+        lab_frames, wild_images, wild_test_frames, image_size, seed, lab_trials, h36m_layout, coco_images
+    )
     info_path = root / "synthetic.json"
     if not force and info_path.exists():
         info = json.loads(info_path.read_text())
         if info.get("params") == params:
             say(f"synthetic: {root} already holds this data set (seed {seed}); skipping generation")
             return info
-    for sub in ("h36m", "mpii", "3dhp"):
+    for sub in ("h36m", "mpii", "3dhp", "coco"):
         shutil.rmtree(root / sub, ignore_errors=True)
     info_path.unlink(missing_ok=True)
     start = time.perf_counter()
@@ -220,14 +261,22 @@ def generate(
         )
     for i in range(0, len(test_items), _CHUNK):
         jobs.append(("test", (str(test_root), seed, image_size, test_items[i : i + _CHUNK])))
-    jobs.sort(key=lambda j: {"test": 0, "lab": 1, "wild": 2}[j[0]])  # static scenes first: warm caches
+    coco_root = root / "coco"
+    for i in range(0, coco_images, _CHUNK):
+        jobs.append(
+            ("coco", (str(coco_root), seed, image_size, list(range(i, min(i + _CHUNK, coco_images)))))
+        )
+    order = {"test": 0, "lab": 1, "wild": 2, "coco": 3}
+    jobs.sort(key=lambda j: order[j[0]])  # static scenes first: warm caches
     workers = max(1, min(num_workers or os.cpu_count() or 1, len(jobs) or 1))
-    total_images = len(sets.LAB_CAMERA_IDS) * lab_poses + wild_images + len(test_items)
+    total_images = len(sets.LAB_CAMERA_IDS) * lab_poses + wild_images + len(test_items) + coco_images
     lab_images = len(sets.LAB_CAMERA_IDS) * lab_poses
+    street = f", {coco_images} street" if coco_images else ""
     say(f"synthetic: rendering {total_images} images ({lab_images} lab, {wild_images} wild, "
-        f"{len(test_items)} wild-test) at {image_size} px with {workers} worker(s) into {root}")  # fmt: skip
-    results: dict[str, list[dict[str, Any]]] = {"lab": [], "wild": [], "test": []}
-    cpu: dict[str, float] = {"lab": 0.0, "wild": 0.0, "test": 0.0}
+        f"{len(test_items)} wild-test{street}) at {image_size} px with {workers} worker(s) "
+        f"into {root}")  # fmt: skip
+    results: dict[str, list[dict[str, Any]]] = {"lab": [], "wild": [], "test": [], "coco": []}
+    cpu: dict[str, float] = {"lab": 0.0, "wild": 0.0, "test": 0.0, "coco": 0.0}
     done = 0
     last = time.perf_counter()
 
@@ -265,7 +314,10 @@ def generate(
     _write_lab(lab_root, [r["record"] for r in lab], seed, image_size, h36m_layout)
     formats.write_mpii(wild_root, [r["record"] for r in wild])
     _write_test(test_root, [r["record"] for r in test], seed, image_size)
-    _write_labels(root / "synthetic_labels.npz", lab, wild, test)
+    coco = sorted(results["coco"], key=lambda r: r["index"])
+    if coco:
+        formats.write_coco(coco_root, [r["record"] for r in coco])
+    _write_labels(root / "synthetic_labels.npz", lab, wild, test, coco)
     seconds = time.perf_counter() - start
     info = {
         "params": params,
@@ -276,12 +328,17 @@ def generate(
             "lab_train": sum(r["record"].subject in sets.LAB_TRAIN_SUBJECTS for r in lab),
             "wild_val": sum(r["record"].split == "val" for r in wild),
             "wild_test_valid": sum(r["record"].valid for r in test),
+            **(
+                {"coco": len(coco), "coco_val": sum(r["record"].split == "val" for r in coco)} if coco else {}
+            ),
         },  # fmt: skip
         "seconds": round(seconds, 2),
         "render_seconds": round(render_seconds, 2),
         "workers": workers,
         "images_per_s": round(total_images / seconds, 1) if seconds > 0 else 0.0,
-        "cpu_ms_per_image": {k: round(1000 * cpu[k] / max(1, len(results[k])), 1) for k in cpu},
+        "cpu_ms_per_image": {
+            k: round(1000 * cpu[k] / max(1, len(results[k])), 1) for k in cpu if k != "coco" or coco
+        },
     }
     info_path.write_text(json.dumps(info, indent=1, sort_keys=True))
     say(f"synthetic: {total_images} images in {seconds:.1f} s ({info['images_per_s']} images/s, "
@@ -310,8 +367,9 @@ def _write_test(root: Path, records: list[TestRecord], seed: int, image_size: in
     formats.write_3dhp_cameras(root, cams)
 
 
-def _write_labels(path: Path, lab: list[dict], wild: list[dict], test: list[dict]) -> None:
-    """The rendered truth in the 16 joints, keyed like the readers' samples."""
+def _write_labels(path: Path, lab: list[dict], wild: list[dict], test: list[dict], coco: list[dict]) -> None:
+    """The rendered truth in the 16 joints, keyed like the readers' samples (the street set's:
+    every labelled, non-crowd annotation, keyed ``<image id:012d>_<annotation id>``)."""
 
     def stack(rows: list[dict], name: str, shape: tuple[int, ...]) -> np.ndarray:
         return np.stack([r[name] for r in rows]) if rows else np.zeros((0, *shape))
@@ -330,6 +388,8 @@ def _write_labels(path: Path, lab: list[dict], wild: list[dict], test: list[dict
         test_joints_2d=stack(test, "j16_px", (j, 2)),
         test_joints_3d=stack(test, "j16_cam", (j, 3)),
         test_valid=np.array([r["record"].valid for r in test], dtype=bool),
+        coco_keys=np.array([t["key"] for r in coco for t in r["truth"]], dtype=str),
+        coco_joints_2d=np.array([t["j16_px"] for r in coco for t in r["truth"]]).reshape(-1, j, 2),
     )
 
 
@@ -344,13 +404,16 @@ def prepare(
     seed: int = 0,
     num_cpus: int | None = None,
     h36m_layout: str = "npz",
+    coco: bool = False,
     progress: Progress | None = print,
     **writer_opts: Any,
 ) -> dict[str, Any]:
     """Generate the synthetic raw data (into ``raw``, default ``out/raw``; a temporary folder when
     ``out`` is an object-store URI) and write its shards under ``out`` with the shard writer:
     ``out/synthetic_lab`` (train, test), ``out/synthetic_wild`` (train, val) and
-    ``out/synthetic_wild_test`` (test).
+    ``out/synthetic_wild_test`` (test); with ``coco`` also the street set (``COCO_IMAGES[size]``
+    images) as ``out/synthetic_coco`` (train, val), prepared in a run of its own so that the other
+    sets' shards and parameters are exactly those of a run without it.
 
     ``size``: "tiny", "small" or "medium" (``SIZES``); ``writer_opts``: ``data_prep.writer.
     WriterConfig`` fields (crop_size, jpeg_quality, shard_rows). Returns {"generate": the
@@ -373,11 +436,16 @@ def prepare(
     try:
         info = generate(
             raw, **preset, seed=seed, lab_trials=lab_trials, h36m_layout=h36m_layout,
-            num_workers=num_cpus, progress=progress,
+            coco_images=COCO_IMAGES[size] if coco else 0, num_workers=num_cpus, progress=progress,
         )  # fmt: skip
         writer.ensure_ray(num_cpus)
         config = writer.WriterConfig(**writer_opts)
         result = writer.run_prep("synthetic", raw, out, ("train", "val", "test"), config=config)
+        if coco:
+            street = writer.run_prep(
+                "synthetic", raw, out, ("train", "val"), reader_options={"sets": "coco"}, config=config
+            )
+            result = _merged(result, street)
         if progress:
             for line in writer.iter_summary_lines(result):
                 progress(line)
@@ -385,6 +453,17 @@ def prepare(
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
     return {"generate": info, "prep": result}
+
+
+def _merged(a: Any, b: Any) -> Any:
+    """Two ``PrepResult``s of disjoint datasets as one (the summary lists both)."""
+    from data_prep import writer
+
+    return writer.PrepResult(
+        {**a.datasets, **b.datasets}, a.tasks_total + b.tasks_total, a.tasks_run + b.tasks_run,
+        a.rows_written + b.rows_written, a.job_seconds + b.job_seconds, a.seconds + b.seconds,
+        a.failed + b.failed,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,12 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--h36m-layout", choices=H36M_LAYOUTS, default="npz")
+    parser.add_argument("--coco", action="store_true", help="also render the street (COCO-like) set")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     preset = dict(SIZES[args.size])
     trials = preset.pop("lab_trials")
     generate(args.out_raw, **preset, seed=args.seed, lab_trials=trials, h36m_layout=args.h36m_layout,
-             num_workers=args.workers, force=args.force)  # fmt: skip
+             coco_images=COCO_IMAGES[args.size] if args.coco else 0, num_workers=args.workers,
+             force=args.force)  # fmt: skip
     return 0
 
 

@@ -1,16 +1,19 @@
 """The synthetic raw tree as one reader for the shard writer (``pose3d.schema.READERS``).
 
-It runs the real readers on the three sub-trees ``generate`` writes and labels their tasks with the
+It runs the real readers on the sub-trees ``generate`` writes and labels their tasks with the
 synthetic dataset names, so the shards land in ``synthetic_lab`` / ``synthetic_wild`` /
-``synthetic_wild_test``:
+``synthetic_wild_test`` / ``synthetic_coco``:
 
-======== ============================== ======================= ==========
-split    lab (``readers.h36m``)          wild (``readers.mpii``)  wild test (``readers.mpi3dhp``)
-======== ============================== ======================= ==========
-train    S1, S5, S6, S7, S8             train                    -
-val      -                              val                      -
-test     S9, S11                        -                        TS1..TS6
-======== ============================== ======================= ==========
+=====  ==================  =============  =====================  ================
+split  lab (h36m reader)   wild (mpii)    wild test (mpi3dhp)    coco (coco)
+=====  ==================  =============  =====================  ================
+train  S1, S5, S6, S7, S8  train          -                      train
+val    -                   val            -                      val
+test   S9, S11             -              TS1..TS6               -
+=====  ==================  =============  =====================  ================
+
+The street set ("coco") is opt-in: it is read only when ``sets`` names it (``DEFAULT_SETS`` leaves
+it out, so a tree without it reads as before).
 """
 
 from __future__ import annotations
@@ -29,18 +32,22 @@ SETS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "lab": ("synthetic_lab", "h36m", "data_prep.readers.h36m", ("train", "test")),
     "wild": ("synthetic_wild", "mpii", "data_prep.readers.mpii", ("train", "val")),
     "wild_test": ("synthetic_wild_test", "3dhp", "data_prep.readers.mpi3dhp", ("test",)),
+    "coco": ("synthetic_coco", "coco", "data_prep.readers.coco", ("train", "val")),
 }
+#: The sets read when ``sets`` is not given.
+DEFAULT_SETS = ("lab", "wild", "wild_test")
 _WRAPPED = "synthetic_inner"
 
 
 def list_tasks(raw_root: str, split: str, sets: Any = None, **options: Any) -> list[SourceTask]:
     """The tasks of every synthetic set that has ``split`` (``sets``: a subset of "lab", "wild",
-    "wild_test", as a list or comma-separated; ``options`` go to every inner reader that takes them,
-    e.g. ``layout``). Raises FileNotFoundError when a wanted sub-tree is missing."""
-    chosen = common.list_option(sets) or list(SETS)
+    "wild_test", "coco", as a list or comma-separated; default ``DEFAULT_SETS``; ``options`` go to
+    every inner reader that takes them, e.g. ``layout``). Raises FileNotFoundError when a wanted
+    sub-tree is missing."""
+    chosen = common.list_option(sets) or list(DEFAULT_SETS)
     unknown = set(chosen) - set(SETS)
     if unknown:
-        raise ValueError(f"synthetic: unknown sets {sorted(unknown)} (lab, wild, wild_test)")
+        raise ValueError(f"synthetic: unknown sets {sorted(unknown)} ({', '.join(SETS)})")
     tasks = []
     for name in chosen:
         dataset, folder, module_name, splits = SETS[name]

@@ -7,7 +7,7 @@ the image's rays are the undistorted pixel rays of that camera (``render.ray_dir
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -167,6 +167,18 @@ class Lighting:
     tint: np.ndarray | None = None
 
 
+def _develop(
+    image: np.ndarray, rng: np.random.Generator, noise_sigma: float, blur_sigma: float
+) -> np.ndarray:
+    """A rendered float image in [0, 1] -> uint8: softened by a Gaussian blur of ``blur_sigma`` px,
+    with sensor noise of ``noise_sigma`` grey levels."""
+    h, w = image.shape[:2]
+    if blur_sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), blur_sigma)
+    image = image * np.float32(255.0) + np.float32(noise_sigma) * sensor_noise(rng, h, w)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
 def render_shot(
     body_world: PosedBody,
     camera: ViewCamera,
@@ -211,10 +223,7 @@ def render_shot(
         ij = np.clip(np.rint(joints_2d).astype(int), 0, [w - 1, h - 1])
         occluded = in_image & mask[ij[:, 1], ij[:, 0]]
         visible &= ~occluded
-    if blur_sigma > 0:
-        image = cv2.GaussianBlur(image, (0, 0), blur_sigma)
-    image = image * np.float32(255.0) + np.float32(noise_sigma) * sensor_noise(rng, h, w)
-    image_u8 = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    image_u8 = _develop(image, rng, noise_sigma, blur_sigma)
     head = next(p for p in prims if isinstance(p, render.Ellipsoid) and p.alt_part >= 0)
     return Shot(
         image_u8,
@@ -227,3 +236,69 @@ def render_shot(
         _head_box(head, camera),
         gbuf,
     )
+
+
+@dataclass
+class GroupShot:
+    """Several people rendered into one image (the COCO-like street set).
+
+    image (H, W, 3) uint8; bodies: each person in the camera frame; owner (H, W) int16, the person
+    each pixel shows (-1: background or an occluder in front); occluder (H, W) bool; gbuf the
+    nearest hits (part ids offset by ``person * len(albedo)``)."""
+
+    image: np.ndarray
+    camera: ViewCamera
+    bodies: list[PosedBody]
+    owner: np.ndarray
+    occluder: np.ndarray
+    gbuf: GBuffer
+
+
+def render_group(
+    bodies_world: list[PosedBody],
+    camera: ViewCamera,
+    rays: np.ndarray,
+    background: np.ndarray,
+    albedos: list[np.ndarray],
+    lighting: Lighting,
+    rng: np.random.Generator,
+    *,
+    occluders: int = 0,
+    occluder_box: np.ndarray | None = None,
+    noise_sigma: float = 2.0,
+    blur_sigma: float = 0.6,
+) -> GroupShot:
+    """Render every body (z-up world, mm; each with its albedo (P, 3)) over ``background`` in one
+    depth buffer, so nearer people hide farther ones. ``occluders`` objects are painted over
+    ``occluder_box`` (x1, y1, x2, y2 px) after rendering, as ``render_shot`` does."""
+    r, t = camera.r_c2w, camera.t_c2w
+    bodies = [b.transformed(r.T, -(r.T @ t)) for b in bodies_world]
+    up = r.T @ WORLD_UP
+    n_parts = len(albedos[0]) if albedos else 1
+    prims: list[render.Primitive] = []
+    for k, body in enumerate(bodies):
+        offset = k * n_parts  # each person's parts get their own ids, hence their own colours
+        for prim in body.primitives(up):
+            if isinstance(prim, render.Ellipsoid) and prim.alt_part >= 0:
+                prims.append(replace(prim, part=prim.part + offset, alt_part=prim.alt_part + offset))
+            else:
+                prims.append(replace(prim, part=prim.part + offset))
+    gbuf = render.rasterize(prims, camera, rays)
+    albedo = np.concatenate(albedos) if albedos else np.zeros((1, 3))
+    colour = render.shade(
+        gbuf,
+        albedo if lighting.tint is None else albedo * lighting.tint,
+        r.T @ lighting.key,
+        fill_light=np.array([0.0, 0.0, -1.0]),
+        ambient=lighting.ambient,
+        key=lighting.key_strength,
+        fill=lighting.fill_strength,
+    )
+    image = np.where((gbuf.part >= 0)[..., None], colour, background).astype(np.float32)
+    owner = np.where(gbuf.part >= 0, gbuf.part // n_parts, -1).astype(np.int16)
+    h, w = image.shape[:2]
+    occluder = np.zeros((h, w), bool)
+    if occluders and occluder_box is not None:
+        occluder = draw_occluders(image, rng, np.asarray(occluder_box, np.float64), occluders)
+        owner[occluder] = -1
+    return GroupShot(_develop(image, rng, noise_sigma, blur_sigma), camera, bodies, owner, occluder, gbuf)

@@ -1,4 +1,4 @@
-"""The three synthetic sets: what each frame shows and how it is filmed.
+"""The synthetic sets: what each frame shows and how it is filmed.
 
 - **lab** (Human3.6M-like): a grey studio room, 4 fixed cameras on the corners of the capture
   area at about 5 m (Human3.6M's camera ids and intrinsics scaled to the image size, with a mild
@@ -12,6 +12,41 @@
   green-screen studio, TS3-4 a cluttered studio, TS5-6 outdoors (wide images). Activities 1..7.
   Its bodies are normalized to the canonical bone-length sum, so their ``univ_annot3`` equals
   ``annot3``.
+- **coco** (COCO-like street set, opt-in; dataset ``synthetic_coco``, 2D only): a different look
+  from the wild set on purpose, so that two 2D sources differ as COCO and MPII do:
+
+  ======================= ===================================== ===================================
+  what                    wild                                  coco (street)
+  ======================= ===================================== ===================================
+  frame                   longer side = image size               1.28 x image size (640 px at 500),
+                                                                mostly landscape
+  people per image        one, filling 40-130 % of the height    2-4 near (3-11 m), 0-2 far
+                                                                (14-35 m), a packed crowd of 6-10
+                                                                far off in every third image
+  camera                  2.5-9 m away, any direction            in the street: eye level (1.3-1.8 m)
+                                                                or from above (3-8 m, 10-30° down),
+                                                                50-75° field of view
+  scenery                 clutter, ground and sky, or a room     a street canyon: asphalt, lane
+                                                                markings, kerbs, paving, facades
+                                                                with window grids, shop fronts and
+                                                                signs, overcast sky, haze
+  clothing                any colour, sleeves often short        80 % dark or muted (black, grey,
+                                                                navy, denim, olive, beige), long
+                                                                sleeves and trousers mostly
+  light                   random direction and tint              overcast (flat, cool, 60 %) or
+                                                                evening (low, warm key light)
+  occlusion               random objects over the person         other people, now and then a pole
+                                                                or sign
+  labels                  MPII's 16 joints, head box             COCO's 17 keypoints, v = 2 seen,
+                                                                v = 1 hidden, v = 0 outside the
+                                                                image or a face point turned away;
+                                                                no keypoints below 32² px² of
+                                                                visible area; crowds as one
+                                                                ``iscrowd`` region
+  ======================= ===================================== ===================================
+
+  ~10 % of the images are the validation split. The COCO reader skips the crowds, the small people
+  and those with too few joints, as it does on real COCO.
 
 Poses: the pose bank (``posebank``) with a random heading, mirroring and small joint-angle noise.
 Every random choice of a frame comes from a generator seeded by (seed, set, frame index), so a
@@ -28,7 +63,14 @@ import cv2
 import numpy as np
 
 from data_prep.synthetic import backgrounds, posebank, render, scene
-from data_prep.synthetic.body import Appearance, BodyShape, PosedBody, pose_body, stand_on_floor
+from data_prep.synthetic.body import (
+    COCO_DEPTH_TOLERANCE_MM,
+    Appearance,
+    BodyShape,
+    PosedBody,
+    pose_body,
+    stand_on_floor,
+)
 from data_prep.synthetic.render import ViewCamera
 from pose3d import skeleton
 
@@ -350,3 +392,205 @@ def wild_test_frame(
     activity = 1 + (frame * NUM_ACTIVITIES) // max(frames_in_sequence, 1)
     valid = frame % INVALID_EVERY != 7  # like 3DHP, a few frames (5 %) are marked invalid
     return TestFrame(sequence, frame, activity, valid, shot)
+
+
+# --- coco (street) -----------------------------------------------------------------------------
+
+COCO_VAL_EVERY = 10  # every 10th street image is in the validation split
+#: The street frames' longer side per ``image_size`` (640 px at the small preset's 500).
+COCO_FRAME_SCALE = 1.28
+_COCO_ASPECTS = ((4 / 3, 1.0), (4 / 3, 1.0), (3 / 2, 1.0), (16 / 9, 1.0), (3 / 4, 1.0))
+#: Like COCO's annotators, the synthetic one gives people whose visible area is below COCO's
+#: "small" boundary (32² px²) no keypoints.
+COCO_MIN_LABELLED_AREA = 32**2
+#: Every third street image has a crowd (a packed group annotated as one iscrowd region).
+COCO_CROWD_EVERY = 3
+#: Urban clothing colours (BGR): black, charcoal, grey, navy, denim, brown, olive, beige, white.
+_URBAN_CLOTH = np.array(
+    [[0.06, 0.06, 0.07], [0.2, 0.2, 0.21], [0.45, 0.45, 0.46], [0.3, 0.12, 0.08], [0.55, 0.38, 0.25],
+     [0.15, 0.25, 0.35], [0.2, 0.35, 0.3], [0.55, 0.7, 0.78], [0.85, 0.86, 0.88]],
+)  # fmt: skip
+
+
+def coco_split(index: int) -> str:
+    return "val" if index % COCO_VAL_EVERY == COCO_VAL_EVERY - 1 else "train"
+
+
+def urban_appearance(rng: np.random.Generator) -> Appearance:
+    """Street clothing: mostly dark and muted colours from ``_URBAN_CLOTH`` (jackets, jeans), a
+    bright top now and then; long sleeves and trousers far more often than in the wild set."""
+    base = Appearance.random(rng)  # skin and hair tones as elsewhere
+
+    def cloth() -> np.ndarray:
+        if rng.random() < 0.8:
+            return np.clip(
+                _URBAN_CLOTH[int(rng.integers(0, len(_URBAN_CLOTH)))] * rng.uniform(0.85, 1.15, 3), 0, 1
+            )
+        return rng.uniform(0.1, 0.95, 3)
+
+    albedo = base.albedo.copy()
+    skin = albedo[0]
+    top, trousers = cloth(), cloth()
+    albedo[2] = top
+    albedo[3] = top if rng.random() < 0.92 else skin
+    albedo[4] = top if rng.random() < 0.8 else skin
+    albedo[5] = trousers
+    albedo[6] = trousers if rng.random() < 0.93 else skin
+    albedo[7] = cloth() * 0.5
+    return Appearance(albedo.clip(0, 1))
+
+
+@dataclass
+class CocoPerson:
+    """One annotation of a street image.
+
+    keypoints (17, 3): x, y px (0-based, pixel centres at integers) and COCO's v (0 unlabelled,
+    1 labelled but hidden, 2 visible), all 0 for a crowd or a small person; mask (H, W) bool, the
+    pixels that show the person (or the crowd); iscrowd; joints_2d (16, 2) px, the 16 joints'
+    projection (the truth; NaN for a crowd)."""
+
+    keypoints: np.ndarray
+    mask: np.ndarray
+    iscrowd: bool
+    joints_2d: np.ndarray
+
+
+@dataclass
+class CocoScene:
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+    people: list[CocoPerson]
+
+
+def _place(
+    rng: np.random.Generator, eye: np.ndarray, yaw: float, hfov: float, dist: tuple[float, float],
+    spread: float, taken: list[np.ndarray], half_width: float, min_gap: float,
+) -> np.ndarray | None:  # fmt: skip
+    """A ground point (2,) mm in view (angle within ``spread`` x the half field of view) at a
+    distance in ``dist``, inside the street and ``min_gap`` from every point in ``taken``; None
+    after 20 tries."""
+    for _ in range(20):
+        a = yaw + rng.uniform(-spread, spread) * hfov / 2
+        r = rng.uniform(*dist)
+        xy = eye[:2] + r * np.array([np.cos(a), np.sin(a)])
+        if abs(xy[1]) > half_width - 500:
+            continue
+        if all(np.linalg.norm(xy - q) >= min_gap for q in taken):
+            return xy
+    return None
+
+
+def coco_image(seed: int, image_size: int, index: int) -> CocoScene:
+    """Street image ``index`` (COCO-like): a street at eye level or from above, several people at
+    3-35 m, some far and tiny, every ``COCO_CROWD_EVERY``-th image a packed crowd far off; urban
+    clothing and overcast or evening light (module docstring)."""
+    rng = rng_for(seed, "coco", index)
+    aspect = _COCO_ASPECTS[int(rng.integers(0, len(_COCO_ASPECTS)))]
+    longest = int(round(image_size * COCO_FRAME_SCALE))
+    width = int(round(longest * aspect[0] / max(aspect)))
+    height = int(round(longest * aspect[1] / max(aspect)))
+    half_width = rng.uniform(7000, 14000)
+    road_half = half_width - rng.uniform(2500, 4500)
+    elevated = rng.random() < 0.3
+    cam_h = rng.uniform(3000, 8000) if elevated else rng.uniform(1300, 1800)
+    eye = np.array([0.0, rng.uniform(-1, 1) * (half_width - 1500), cam_h])
+    yaw = rng.uniform(-0.9, 0.9) if rng.random() < 0.8 else rng.choice([-1, 1]) * rng.uniform(1.0, 1.9)
+    pitch = -np.deg2rad(rng.uniform(10, 30) if elevated else rng.uniform(-4, 8))
+    hfov = np.deg2rad(rng.uniform(50, 75))
+    focal = (width / 2) / np.tan(hfov / 2)
+    look = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)])
+    camera = scene.make_camera(eye, eye + 1000.0 * look, width, height, focal, roll_deg=rng.normal(0, 2))
+    # People: 2-4 near, 0-2 far (most of them too small to label), a crowd every third image.
+    taken: list[np.ndarray] = []
+    groups: list[tuple[str, np.ndarray]] = []
+    for kind, count, dist, spread in (
+        ("near", int(rng.integers(2, 5)), (3000.0, 11000.0), 1.05),
+        ("far", int(rng.integers(0, 3)), (14000.0, 35000.0), 0.9),
+    ):
+        for _ in range(count):
+            xy = _place(rng, eye, yaw, hfov, dist, spread, taken, half_width, 700.0)
+            if xy is not None:
+                taken.append(xy)
+                groups.append((kind, xy))
+    if index % COCO_CROWD_EVERY == COCO_CROWD_EVERY - 1:
+        centre = _place(rng, eye, yaw, hfov, (18000.0, 32000.0), 0.5, taken, half_width, 1500.0)
+        if centre is not None:
+            members: list[np.ndarray] = []
+            for _ in range(int(rng.integers(6, 11))):
+                xy = _place(
+                    rng, np.r_[centre, 0.0], 0.0, 2 * np.pi, (0.0, 1800.0), 1.0, members, half_width, 450.0
+                )
+                if xy is not None:
+                    members.append(xy)
+                    groups.append(("crowd", xy))
+    bodies, albedos = [], []
+    for _, xy in groups:
+        shape = BodyShape.random(rng, bone_sigma=0.03, scale_sigma=0.06)
+        bodies.append(random_pose(rng, shape, xy))
+        albedos.append(urban_appearance(rng).albedo)
+    # The street, at half resolution (4x cheaper), with a contact shadow under everyone.
+    small = scene.scaled_camera(camera, 0.5)
+    background, floor = backgrounds.street(
+        small, render.ray_directions(small), rng, half_width_mm=half_width, road_half_mm=road_half
+    )
+    for body in bodies:
+        background = background * backgrounds.floor_shadow(
+            floor, body.joints[skeleton.ROOT, :2], strength=0.3
+        )
+    background = cv2.resize(background, (width, height), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.6:  # overcast: flat, cool light
+        elev, tint = np.deg2rad(rng.uniform(55, 85)), rng.uniform([1.0, 0.97, 0.88], [1.1, 1.03, 0.98])
+        ambient, key = rng.uniform(0.45, 0.6), rng.uniform(0.25, 0.45)
+    else:  # evening: a low, warm key light
+        elev, tint = np.deg2rad(rng.uniform(5, 25)), rng.uniform([0.75, 0.9, 1.05], [0.9, 1.0, 1.15])
+        ambient, key = rng.uniform(0.3, 0.42), rng.uniform(0.5, 0.8)
+    az = rng.uniform(0, 2 * np.pi)
+    lighting = scene.Lighting(
+        np.array([np.cos(elev) * np.cos(az), np.cos(elev) * np.sin(az), np.sin(elev)]),
+        ambient=ambient, key_strength=key, tint=tint,
+    )  # fmt: skip
+    background = (background * (0.5 + 0.5 * tint)).astype(np.float32)  # the same light on the street
+    rays = render.ray_directions(camera)
+    # A pole, sign or bin in front of one of the near people now and then.
+    near = [k for k, (kind, _) in enumerate(groups) if kind == "near"]
+    occluder_box = None
+    if near and rng.random() < 0.3:
+        target = bodies[near[int(rng.integers(0, len(near)))]]
+        px = camera.project(camera.world_to_camera(target.joints))
+        occluder_box = np.concatenate([px.min(axis=0), px.max(axis=0)])
+    shot = scene.render_group(
+        bodies, camera, rays, background, albedos, lighting, rng,
+        occluders=1 if occluder_box is not None else 0, occluder_box=occluder_box,
+        noise_sigma=rng.uniform(1.5, 4.0), blur_sigma=rng.uniform(0.5, 0.9),
+    )  # fmt: skip
+    return CocoScene(shot.image, _coco_labels(shot, [kind for kind, _ in groups]))
+
+
+def _coco_labels(shot: scene.GroupShot, kinds: list[str]) -> list[CocoPerson]:
+    """The annotations of a rendered street image: one per seen person, one for the crowd."""
+    h, w = shot.owner.shape
+    people = []
+    for k, body in enumerate(shot.bodies):
+        mask = shot.owner == k
+        area = int(mask.sum())
+        if kinds[k] == "crowd" or area == 0:
+            continue  # the crowd is annotated as a whole below; an unseen person not at all
+        points = body.coco17()
+        px = shot.camera.project(points)
+        inside = np.all((px >= -0.5) & (px < np.array([w, h]) - 0.5), axis=-1)
+        seen = render.visible_from_depth(shot.gbuf, px, points, COCO_DEPTH_TOLERANCE_MM) & inside
+        ij = np.clip(np.rint(px).astype(int), 0, [w - 1, h - 1])
+        seen &= ~shot.occluder[ij[:, 1], ij[:, 0]]
+        v = np.where(seen, 2, np.where(inside, 1, 0))
+        # Face points turned away (hidden by the person's own head) are left unlabelled, as COCO's
+        # annotators mostly do; hidden body joints are labelled v = 1.
+        own = shot.owner[ij[:, 1], ij[:, 0]] == k
+        v[:5] = np.where(~seen[:5] & own[:5], 0, v[:5])
+        if area < COCO_MIN_LABELLED_AREA:
+            v[:] = 0
+        keypoints = np.concatenate([np.where(v[:, None] > 0, px, 0.0), v[:, None]], axis=-1)
+        people.append(CocoPerson(keypoints, mask, False, shot.camera.project(body.joints)))
+    crowd = np.isin(shot.owner, [k for k, kind in enumerate(kinds) if kind == "crowd"])
+    if crowd.any():
+        nothing = np.zeros((17, 3))
+        people.append(CocoPerson(nothing, crowd, True, np.full((skeleton.NUM_JOINTS, 2), np.nan)))
+    return people

@@ -3,8 +3,9 @@
     pose3d prep h36m  --raw /data/h36m --out s3://bucket/pose3d [--split train test] [-O every=5]
     pose3d prep mpii  --raw /data/mpii --out ./shards
     pose3d prep 3dhp  --raw /data/3dhp --out ./shards
+    pose3d prep coco  --raw /data/coco --out ./shards [--split train val] [-O annotation=FILE]
     pose3d prep custom --reader my.module --raw DIR --out ./shards --split train
-    pose3d prep synthetic --out ./shards
+    pose3d prep synthetic --out ./shards [--coco]
     pose3d prep inspect ./shards/h36m/train --out contact.png
 
 Heavy libraries (Ray, the readers) are imported inside the handlers so ``pose3d --help`` stays fast.
@@ -26,6 +27,7 @@ READER_COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "h36m": ("h36m", ("train", "test"), "Human3.6M (official videos + CDF, or mmpose's npz) -> shards"),
     "mpii": ("mpii", ("train", "val"), "MPII Human Pose (official .mat or HRNet/mmpose JSON) -> shards"),
     "3dhp": ("3dhp", ("test",), "MPI-INF-3DHP (official test set or mmpose's npz) -> shards"),
+    "coco": ("coco", ("train", "val"), "COCO keypoints (person_keypoints_*.json + images) -> 2D shards"),
 }
 
 _LAYOUT_HELP = (
@@ -68,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "synthetic",
-        help="generate the synthetic lab / wild / wild-test data and prepare its shards",
+        help="generate the synthetic lab / wild / wild-test (with --coco: street) data, prepare its shards",
         description="Generate synthetic raw data in the real datasets' formats "
         "(data_prep.synthetic.prepare), then run the readers and the writer on it. " + _LAYOUT_HELP,
     )
@@ -78,6 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="random seed of the generator (default 0)")
     p.add_argument("--raw", default=None, metavar="DIR", help="where the raw data goes (default OUT/raw)")
+    p.add_argument(
+        "--coco",
+        action="store_true",
+        help="also render a COCO-like street set (several, smaller people per image, some crowds; COCO "
+        "keypoints JSON read by the coco reader) into OUT/synthetic_coco (train, val): a third source, "
+        "2D only. Off by default",
+    )
     _add_writer_arguments(p)
     p.set_defaults(handler=_run_synthetic)
 
@@ -141,7 +150,10 @@ def _reader_options_text(reader: str) -> str:
         params = _reader_parameters(module.list_tasks)
     except Exception as err:  # noqa: BLE001 - help must not fail because a reader cannot be imported
         return f"reader options: unavailable ({module_name}: {type(err).__name__}: {err})"
-    lines = [f"reader options (-O KEY=VALUE, see {module_name}):"]
+    # A reader may describe the raw folder it expects (RAW_LAYOUT: indented lines are kept as they are).
+    layout = getattr(module, "RAW_LAYOUT", None)
+    lines = [layout.rstrip(), ""] if layout else []
+    lines += [f"reader options (-O KEY=VALUE, see {module_name}):"]
     lines += [f"  {name}={param.default!r}" for name, param in params.items()]
     return "\n".join(lines)
 
@@ -331,6 +343,8 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     for name in ("size", "seed", "raw"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    if args.coco:
+        options["coco"] = True
     options.update(crop_size=args.crop_size, jpeg_quality=args.jpeg_quality, shard_rows=args.shard_rows)
     options["num_cpus"] = args.num_cpus
     accepted = inspect.signature(prepare).parameters

@@ -416,3 +416,118 @@ def test_prepare_writes_the_three_shard_sets(tmp_path: Path) -> None:
     assert wild.splits["train"]["rows"] + wild.splits["val"]["rows"] + sum(wild.quarantined.values()) == 30
     assert set(wild.quarantined) <= {"too few annotated joints"}
     assert not result["prep"].failed
+
+
+# --- the street (COCO-like) set, read by the COCO reader ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def street_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic_street")
+    gen.generate(str(root), lab_frames=0, wild_images=0, wild_test_frames=0, image_size=320, coco_images=10,
+                 num_workers=1, progress=None)  # fmt: skip
+    return root
+
+
+def test_street_set_is_read_back_by_the_coco_reader(street_tree: Path) -> None:
+    from collections import Counter
+
+    truth = np.load(street_tree / "synthetic_labels.npz")
+    index = {k: i for i, k in enumerate(truth["coco_keys"])}
+    reasons: Counter[str] = Counter()
+    samples = []
+    for split in ("train", "val"):
+        tasks = synthetic_reader.list_tasks(str(street_tree), split, sets="coco")
+        assert tasks and {t.dataset for t in tasks} == {"synthetic_coco"}
+        for task in tasks:
+            for record in synthetic_reader.read_task(task):
+                if isinstance(record, PersonSample):
+                    samples.append(record)
+                else:
+                    reasons[record.reason.split(":")[0]] += 1
+    # Several people per image, some skipped as COCO's would be: crowds (images 3, 6, 9) and people too
+    # small to carry keypoints.
+    assert len(samples) >= 8 and reasons["crowd"] >= 2 and reasons["tiny person"] >= 5
+    assert set(reasons) <= {"crowd", "tiny person", "too few annotated joints"}
+    assert len(samples) + sum(reasons.values()) > 2 * 10
+    for s in samples:
+        t16 = truth["coco_joints_2d"][index[s.key]]
+        # COCO's visibility pattern: no thorax, upper neck or head top; the pelvis iff both hips.
+        assert not s.visible[[J["thorax"], J["upper_neck"], J["head_top"]]].any()
+        assert s.visible[J["pelvis"]] == (s.visible[J["r_hip"]] and s.visible[J["l_hip"]])
+        direct = s.visible.copy()
+        direct[J["pelvis"]] = False
+        np.testing.assert_allclose(s.joints_2d[direct], t16[direct], atol=0.01)  # written to 0.01 px
+        if s.visible[J["pelvis"]]:  # the hips' 2D midpoint vs the projected 3D pelvis
+            assert np.linalg.norm(s.joints_2d[J["pelvis"]] - t16[J["pelvis"]]) < 1.0
+        assert s.joints_3d is None and max(s.image.shape[:2]) == round(320 * sets.COCO_FRAME_SCALE)
+    # The files are COCO's: a crowd is an uncompressed RLE over the whole image, others polygons.
+    data = json.loads((street_tree / "coco" / "annotations" / "person_keypoints_train2017.json").read_text())
+    sizes = {i["id"]: (i["height"], i["width"]) for i in data["images"]}
+    for ann in data["annotations"]:
+        kp = np.asarray(ann["keypoints"]).reshape(17, 3)
+        assert ann["num_keypoints"] == int((kp[:, 2] > 0).sum()) and set(kp[:, 2]) <= {0, 1, 2}
+        if ann["iscrowd"]:
+            rle = ann["segmentation"]
+            assert rle["size"] == list(sizes[ann["image_id"]]) and ann["num_keypoints"] == 0
+            assert sum(rle["counts"]) == np.prod(rle["size"]) and sum(rle["counts"][1::2]) == ann["area"]
+        else:
+            assert ann["segmentation"] and all(len(p) >= 6 for p in ann["segmentation"])
+    # Opt-in: the default sets of the synthetic reader leave the street set out.
+    assert "synthetic_coco" not in {t.dataset for t in synthetic_reader.list_tasks(str(street_tree), "train")}
+
+
+def test_street_set_looks_unlike_the_wild_set() -> None:
+    wild = [sets.wild_image(0, 240, i) for i in range(8)]
+    street = [sets.coco_image(0, 240, i) for i in range(8)]
+    # Larger frames, several people each, and the people smaller in them.
+    assert max(s.image.shape[0] for s in wild) <= 240 < min(max(s.image.shape[:2]) for s in street)
+    assert np.mean([len(s.people) for s in street]) >= 3
+    wild_height = [np.ptp(s.joints_2d[:, 1]) / s.image.shape[0] for s in wild]
+    street_height = [
+        np.ptp(p.joints_2d[:, 1]) / s.image.shape[0] for s in street for p in s.people if not p.iscrowd
+    ]
+    assert np.median(street_height) < 0.5 * np.median(wild_height)
+    # Muted street clothing: darker tops and trousers on average than the wild set's.
+    rng = np.random.default_rng(0)
+    urban = np.array([sets.urban_appearance(rng).albedo[[PART["top"], PART["trousers"]]] for _ in range(200)])
+    anything = np.array(
+        [sets.Appearance.random(rng).albedo[[PART["top"], PART["trousers"]]] for _ in range(200)]
+    )
+    assert urban.mean() < anything.mean() - 0.05  # 0.39 against 0.50
+
+
+def test_street_set_does_not_depend_on_the_worker_count(tmp_path: Path) -> None:
+    counts = {"lab_frames": 0, "wild_images": 0, "wild_test_frames": 0, "coco_images": 10, "image_size": 96}
+    for workers in (1, 2):
+        gen.generate(str(tmp_path / f"w{workers}"), **counts, num_workers=workers, progress=None)
+    a, b = tmp_path / "w1", tmp_path / "w2"
+    annotations = [f"coco/annotations/person_keypoints_{split}2017.json" for split in ("train", "val")]
+    for name in (*annotations, "coco/train2017/000000000003.jpg", "coco/val2017/000000000010.jpg"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_prepare_with_the_street_set_adds_a_third_source(tmp_path: Path) -> None:
+    import ray
+
+    from data_prep.synthetic import prepare
+
+    started_here = not ray.is_initialized()
+    try:
+        result = prepare(
+            str(tmp_path / "shards"), size="tiny", num_cpus=2, progress=None, crop_size=64, coco=True
+        )
+    finally:
+        if started_here:
+            ray.shutdown()
+    summaries = result["prep"].datasets
+    assert set(summaries) == {"synthetic_lab", "synthetic_wild", "synthetic_wild_test", "synthetic_coco"}
+    street = summaries["synthetic_coco"]
+    assert street.splits["train"]["rows"] > 0 and set(street.splits) == {"train", "val"}
+    assert set(street.quarantined) <= {"crowd", "tiny person", "too few annotated joints"}
+    assert not result["prep"].failed
+    # The street set is prepared apart: the other sets keep the reader options of a run without it.
+    params = {d: json.loads((tmp_path / "shards" / d / "_prep.json").read_text()) for d in summaries}
+    assert params["synthetic_coco"]["reader_options"] == {"sets": "coco"}
+    assert params["synthetic_lab"]["reader_options"] == {"sets": None}
