@@ -9,6 +9,7 @@ term on every row (``loss.geo_rows=all``); 3D+2D/wo geo = half 2D-only rows, λ_
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -52,8 +53,13 @@ PAPER: dict[str, dict[str, float]] = {
 BASELINE_ROW = "mean pose (baseline)"
 
 
-def variant_overrides(cfg: Config) -> dict[str, dict[str, Any]]:
-    """The variants over ``cfg``; the "w geo" ones keep its stage-3 λ_geo, which must be > 0."""
+def variant_overrides(cfg: Config, vary: dict[str, list[Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The variants over ``cfg``; the "w geo" ones keep its stage-3 λ_geo, which must be > 0.
+
+    ``vary``: config key -> values, e.g. ``{"data.set_2d.2.weight": [0, 1]}`` (a source's weight);
+    every variant that draws 2D rows then runs once per combination of values, named
+    ``"3D+2D/w geo [data.set_2d.2.weight=0]"``, and the 3D-only variants, which those keys cannot
+    change, once."""
     if not schedule.uses_geometry(cfg, schedule.GEOMETRIC_STAGE):
         raise ValueError(
             f"{schedule.stage_key(schedule.GEOMETRIC_STAGE, 'geo')} is 0: the 'w geo' variants need the "
@@ -62,7 +68,22 @@ def variant_overrides(cfg: Config) -> dict[str, dict[str, Any]]:
     if sum(schedule.stage_steps(cfg, s) for s in TRIAL_STAGES) == 0:
         keys = " and ".join(schedule.steps_key(s) for s in TRIAL_STAGES)
         raise ValueError(f"{keys} are 0: the variants train nothing")
-    return {name: dict(over) for name, over in VARIANTS.items()}
+    vary = vary or {}
+    combos = [dict(zip(vary, values, strict=True)) for values in itertools.product(*vary.values())]
+    out: dict[str, dict[str, Any]] = {}
+    for name, over in VARIANTS.items():
+        if not vary or over["data.ratio_2d"] == 0:
+            out[name] = dict(over)
+            continue
+        for combo in combos:
+            label = ", ".join(f"{k}={v}" for k, v in combo.items())
+            out[f"{name} [{label}]"] = {**over, **combo}
+    return out
+
+
+def paper_variant(name: str) -> str:
+    """The paper's variant a (possibly varied) variant name belongs to."""
+    return name.split(" [", 1)[0]
 
 
 def scores_row(evaluations: dict[str, dict[str, Any] | None]) -> dict[str, float]:
@@ -100,10 +121,12 @@ def _cell(value: float, percent: bool) -> str:
 
 
 def winner(rows: dict[str, dict[str, float]], key: str = "wild_test_pck3d") -> dict[str, Any] | None:
-    """The variant best on ``key`` (over the VARIANTS rows only) and its margin over the next."""
+    """The variant best on ``key`` (every row but the baseline) and its margin over the next."""
     col = next(c for c in COLUMNS if c[0] == key)
     higher = col[3]
-    scored = [(v[key], n) for n, v in rows.items() if n in VARIANTS and math.isfinite(v.get(key, math.nan))]
+    scored = [
+        (v[key], n) for n, v in rows.items() if n != BASELINE_ROW and math.isfinite(v.get(key, math.nan))
+    ]
     if not scored:
         return None
     scored.sort(key=lambda t: -t[0] if higher else t[0])
@@ -131,7 +154,8 @@ def to_markdown(rows: dict[str, dict[str, float]], notes: list[str] | None = Non
     head = "| Method | " + " | ".join(c[1] for c in COLUMNS) + " |"
     rule = "|---|" + "---:|" * len(COLUMNS)
     lines = ["## Ablation (the paper's layout)", "", head, rule]
-    order = [n for n in VARIANTS if n in rows] + [n for n in rows if n not in VARIANTS]
+    rank = {name: i for i, name in enumerate(VARIANTS)}
+    order = sorted(rows, key=lambda n: (rank.get(paper_variant(n), len(rank)), n))
     for name in order:
         cells = [_cell(rows[name].get(c[0], math.nan), c[4]) for c in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -168,7 +168,7 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def _check_key(key: Any, where: str) -> str:
+def check_key(key: Any, where: str) -> str:
     if not isinstance(key, str) or not key:
         raise SpaceError(f"{where}: keys must be dotted config names, got {key!r}")
     forbidden = any(key == p.rstrip(".") or key.startswith(p) for p in FORBIDDEN_PREFIXES)
@@ -200,9 +200,9 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
     if isinstance(raw_keys, str):
         raw_keys = [raw_keys]
     if isinstance(raw_keys, list) and raw_keys:
-        keys = {_check_key(k, where): 1.0 for k in raw_keys}
+        keys = {check_key(k, where): 1.0 for k in raw_keys}
     elif isinstance(raw_keys, dict) and raw_keys:
-        keys = {_check_key(k, where): _number(f, f"{where}: keys.{k}") for k, f in raw_keys.items()}
+        keys = {check_key(k, where): _number(f, f"{where}: keys.{k}") for k, f in raw_keys.items()}
     else:
         raise SpaceError(f"{where}: keys must be a non-empty list of config keys or a key -> multiplier map")
 
@@ -282,7 +282,7 @@ def parse_space(data: Any, source: str = "search space") -> SearchSpace:
             key, _ = parse_override(item)
         except SpaceError as err:
             raise SpaceError(f"{source}: trial_overrides: {err}") from None
-        _check_key(key, f"{source}: trial_overrides")
+        check_key(key, f"{source}: trial_overrides")
         if key in owners:
             raise SpaceError(f"{source}: trial_overrides sets {key}, which {owners[key]!r} searches")
 

@@ -25,7 +25,9 @@ stops trials early on validation MPJPE (data.val_3d). Packaged search spaces: pa
 The ablation preset trains the paper's four variants (3D/wo geo, 3D/w geo, 3D+2D/wo geo,
 3D+2D/w geo), scores each one's best checkpoint on the lab test set (--lab-test, default
 data.val_3d), the wild 2D set (--wild-2d, default data.val_2d) and the wild test set (--wild-test),
-and writes ablation.md and ablation.json into the experiment folder STORAGE/NAME."""
+and writes ablation.md and ablation.json into the experiment folder STORAGE/NAME. With several 2D
+sources, --vary data.set_2d.2.weight=0,1 runs the variants that draw 2D rows without and with the
+second source (a search varies a weight through its space: keys: [data.set_2d.2.weight])."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wild-2d", help="ablation: wild 2D shards for 2D PCK (default data.val_2d)")
     p.add_argument("--wild-test", help="ablation: wild test shards (3DPCK, AUC, MPJPE)")
     p.add_argument("--eval-rows", type=int, help="ablation: score at most this many rows per set")
+    p.add_argument(
+        "--vary",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="ablation: run each variant that draws 2D rows once per value (repeatable: every "
+        "combination), e.g. --vary data.set_2d.2.weight=0,1 (without and with a second 2D source)",
+    )
     add_ray_arguments(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
     p.set_defaults(handler=run_tune)
@@ -95,7 +104,7 @@ def _plan(args: argparse.Namespace) -> Any:
         if args.preset == "ablation":
             if args.search or args.samples:
                 raise UserError("--preset ablation runs its four variants: drop --search and --samples")
-            variants = ablation.variant_overrides(cfg)
+            variants = ablation.variant_overrides(cfg, _vary(args.vary))
             eval_sets = {
                 "lab_test": args.lab_test or cfg.data.val_3d,
                 "wild_2d": args.wild_2d or cfg.data.val_2d,
@@ -112,6 +121,8 @@ def _plan(args: argparse.Namespace) -> Any:
                 except ConfigError as err:
                     raise UserError(f"ablation variant {name}: {err}") from None
             return plan
+        if args.vary:
+            raise UserError("--vary belongs to --preset ablation; a search varies keys through its space")
         if not args.search:
             raise UserError("give --search SPACE (a YAML path, or paper / demo), or --preset ablation")
         space = load_space(args.search)
@@ -125,6 +136,26 @@ def _plan(args: argparse.Namespace) -> Any:
         )  # fmt: skip
     except (SpaceError, ValueError, plans.SearchError) as err:
         raise UserError(str(err)) from None
+
+
+def _vary(items: list[str] | None) -> dict[str, list[Any]]:
+    """``--vary KEY=V1,V2`` (repeatable) -> {KEY: [V1, V2]}, values read as YAML; the keys a search
+    may not set are refused here too (a source's weight is allowed)."""
+    import yaml
+
+    from tune.space import SpaceError, check_key
+
+    out: dict[str, list[Any]] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not raw:
+            raise UserError(f"--vary {item!r}: expected KEY=V1,V2, e.g. data.set_2d.2.weight=0,1")
+        try:
+            check_key(key.strip(), "--vary")
+        except SpaceError as err:
+            raise UserError(str(err)) from None
+        out[key.strip()] = [yaml.safe_load(v) for v in raw.split(",")]
+    return out
 
 
 def run_tune(args: argparse.Namespace) -> int:
@@ -191,7 +222,7 @@ def _ablation_report(plan: Any, trials: list[Any]) -> None:
         variant = t.params.get("variant")
         if variant and t.best_checkpoint and variant not in checkpoints:
             checkpoints[variant] = t.best_checkpoint
-    missing = [v for v in ablation.VARIANTS if v not in checkpoints]
+    missing = [v for v in plan.variants if v not in checkpoints]
     notes = [f"{v}: no checkpoint (the trial failed)" for v in missing]
     notes += [f"{label}: not given" for label, path in plan.eval_sets.items() if not path]
     sets = {k: v for k, v in plan.eval_sets.items() if v}

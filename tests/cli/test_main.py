@@ -67,3 +67,12 @@ def test_train_refuses_a_missing_shard_set_before_starting_ray(tmp_path):
     assert out.returncode == 2, out.stderr
     assert f"data.val_3d: {missing}: no such file or folder" in out.stderr
     assert "Traceback" not in out.stderr and "starting a local Ray" not in out.stderr
+
+
+def test_tune_vary_is_checked_before_anything_runs(tmp_path):
+    out = run("tune", "--preset", "ablation", "--config", "demo", "--vary", "data.set_2d.1.path=a,b")
+    assert out.returncode == 2 and "data.set_2d.1.path is not searchable" in out.stderr, out.stderr
+    out = run("tune", "--preset", "ablation", "--config", "demo", "--vary", "data.set_2d.1.weight")
+    assert out.returncode == 2 and "expected KEY=V1,V2" in out.stderr, out.stderr
+    out = run("tune", "--config", "demo", "--search", "demo", "--vary", "data.set_2d.1.weight=0,1")
+    assert out.returncode == 2 and "--vary belongs to --preset ablation" in out.stderr, out.stderr

@@ -217,6 +217,29 @@ def test_ablation_variants_follow_decisions_1(tmp_path):
         ablation.variant_overrides(load_config("demo", ["train.stages.3.geo=0"]))
 
 
+def test_an_ablation_can_vary_a_sources_weight(tmp_path):
+    from tune.trial import trial_config, trial_setup
+
+    base = load_config("demo", ["data.set_2d=[wild, coco]", "train.stages.3.geo=0.01"])
+    variants = ablation.variant_overrides(base, {"data.set_2d.2.weight": [0, 1]})
+    # The 3D-only variants draw no 2D row: a 2D source's weight cannot change them, they run once.
+    assert list(variants) == [
+        "3D/wo geo", "3D/w geo",
+        "3D+2D/wo geo [data.set_2d.2.weight=0]", "3D+2D/wo geo [data.set_2d.2.weight=1]",
+        "3D+2D/w geo [data.set_2d.2.weight=0]", "3D+2D/w geo [data.set_2d.2.weight=1]",
+    ]  # fmt: skip
+    plan = _plan(tmp_path, variants=variants)
+    plan.base["data"]["set_2d"] = base.to_dict()["data"]["set_2d"]
+    setup = trial_setup(plan)
+    without = trial_config({"variant": "3D+2D/w geo [data.set_2d.2.weight=0]"}, setup, "t")
+    assert [s.weight for s in without.data.set_2d] == [1.0, 0.0] and without.data.sources("set_2d")[0][0] == 0
+    # The table keeps the paper's order, each varied row under its variant.
+    rows = {name: {} for name in reversed(list(variants))}
+    rows[ablation.BASELINE_ROW] = {}
+    body = [line.split(" | ")[0][2:] for line in ablation.to_markdown(rows).splitlines()[4:11]]
+    assert body == [*variants, ablation.BASELINE_ROW]
+
+
 def test_concurrency_from_gpus_and_cpus():
     from tune.driver import derive_concurrency
 
