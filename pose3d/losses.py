@@ -21,17 +21,28 @@ from pose3d import skeleton
 GEO_ROWS_CHOICES: tuple[str, ...] = ("2d", "all")
 
 
-def heatmap_loss(pred_stacks: Sequence[Tensor], target: Tensor) -> Tensor:
+def heatmap_loss(pred_stacks: Sequence[Tensor], target: Tensor, labelled: Tensor | None = None) -> Tensor:
     """The paper's Eq. 1 with intermediate supervision: the mean squared error over all maps of the
     batch, summed over the stacks (docs/conventions.md, Loss contract).
 
-    pred_stacks: one (B, J, H, W) tensor per stack; target: (B, J, H, W). Returns a scalar.
+    pred_stacks: one (B, J, H, W) tensor per stack; target: (B, J, H, W). ``labelled``: (B, J) bool,
+    the maps to supervise (None: all, the paper's loss); a left-out map, a joint its row's dataset
+    never labels, adds nothing, and the divisor stays B·J·H·W. Returns a scalar.
     """
     if len(pred_stacks) == 0:
         raise ValueError("heatmap_loss needs at least one stack of heatmaps")
-    total = F.mse_loss(pred_stacks[0], target)
-    for pred in pred_stacks[1:]:
-        total = total + F.mse_loss(pred, target)
+    if labelled is None:
+        total = F.mse_loss(pred_stacks[0], target)
+        for pred in pred_stacks[1:]:
+            total = total + F.mse_loss(pred, target)
+        return total
+    keep = labelled.to(torch.bool)[:, :, None, None]
+    total = pred_stacks[0].new_zeros(())
+    for pred in pred_stacks:
+        squared = torch.where(
+            keep, (pred - target) ** 2, torch.zeros((), dtype=pred.dtype, device=pred.device)
+        )
+        total = total + squared.sum() / pred.numel()
     return total
 
 
@@ -151,13 +162,15 @@ def pose_loss(
     visible: Tensor,
     joints_2d_norm: Tensor,
     weights: LossWeights,
+    labelled: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The whole training loss: L_2D (all rows) + λ_reg · L_dep (3D rows) + λ_geo · L_geo.
 
     heatmap_stacks: one (B, 16, H, W) per stack; depth_pred: (B, 16) normalized, or None for a
     network without the depth regressor (stage 1: only the heatmap term). Targets: heatmap_target
     (B, 16, H, W); depth_target (B, 16), NaN allowed in rows without 3D; has_3d (B,) bool; visible
-    (B, 16) bool; joints_2d_norm (B, 16, 2) ground-truth 2D in the normalized frame.
+    (B, 16) bool; joints_2d_norm (B, 16, 2) ground-truth 2D in the normalized frame; labelled (B, 16)
+    bool or None, the heatmaps to supervise (``heatmap_loss``).
 
     Returns the total and its unweighted terms, detached, for logging: ``heatmap`` and ``total``
     always; with a depth prediction also ``depth``, ``geo`` (over the rows ``weights.geo_rows``
@@ -166,7 +179,7 @@ def pose_loss(
     when λ_geo = 0, so stage 2 logs it too.
     """
     has_3d = has_3d.to(torch.bool)
-    l_2d = heatmap_loss(heatmap_stacks, heatmap_target)
+    l_2d = heatmap_loss(heatmap_stacks, heatmap_target, labelled)
     total = l_2d
     terms = {"heatmap": l_2d.detach()}
     if depth_pred is not None:

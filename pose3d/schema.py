@@ -39,7 +39,12 @@ class DatasetEntry:
     reader: str
     reader_module: str
     eval_kind: str
+    #: Joints of the 16 this dataset never labels (COCO has no thorax, upper neck or head top): the
+    #: heatmap loss leaves their maps out on its rows (docs/conventions.md, Loss contract).
+    unlabelled_joints: tuple[str, ...] = ()
 
+
+_COCO_LACKS = ("thorax", "upper_neck", "head_top")
 
 #: Every dataset, in the order reports list them. The synthetic sets stand in for the real ones
 #: they imitate and are scored the same way (docs/conventions.md, "Synthetic data").
@@ -47,15 +52,31 @@ REGISTRY: tuple[DatasetEntry, ...] = (
     DatasetEntry("h36m", "h36m", "data_prep.readers.h36m", "h36m"),
     DatasetEntry("mpii", "mpii", "data_prep.readers.mpii", "mpii"),
     DatasetEntry("3dhp", "3dhp", "data_prep.readers.mpi3dhp", "3dhp"),
-    DatasetEntry("coco", "coco", "data_prep.readers.coco", "mpii"),
+    DatasetEntry("coco", "coco", "data_prep.readers.coco", "mpii", _COCO_LACKS),
     DatasetEntry("synthetic_lab", "synthetic", "data_prep.synthetic.reader", "h36m"),
     DatasetEntry("synthetic_wild", "synthetic", "data_prep.synthetic.reader", "mpii"),
     DatasetEntry("synthetic_wild_test", "synthetic", "data_prep.synthetic.reader", "3dhp"),
-    DatasetEntry("synthetic_coco", "synthetic", "data_prep.synthetic.reader", "mpii"),
+    DatasetEntry("synthetic_coco", "synthetic", "data_prep.synthetic.reader", "mpii", _COCO_LACKS),
 )
 DATASETS: tuple[str, ...] = tuple(d.name for d in REGISTRY)
 #: Dataset name -> evaluation kind ("h36m", "mpii", "3dhp").
 EVAL_KIND: dict[str, str] = {d.name: d.eval_kind for d in REGISTRY}
+#: Dataset name -> (16,) bool, the joints it labels (all but its ``unlabelled_joints``).
+LABELLED_JOINTS: dict[str, np.ndarray] = {
+    d.name: ~np.isin(np.arange(skeleton.NUM_JOINTS), [skeleton.JOINT_INDEX[j] for j in d.unlabelled_joints])
+    for d in REGISTRY
+}
+
+
+def labelled_joints(datasets: np.ndarray) -> np.ndarray:
+    """Per row of a batch, the joints its dataset labels: ``datasets`` (n,) names -> (n, 16) bool
+    (all True for a name not registered here)."""
+    names, row_name = np.unique(np.asarray(datasets).astype(str), return_inverse=True)
+    every = np.ones(skeleton.NUM_JOINTS, bool)
+    table = np.stack([LABELLED_JOINTS.get(name, every) for name in names]) if len(names) else every[None]
+    return table[row_name.reshape(-1)]
+
+
 #: Reader name -> the module implementing it.
 READERS: dict[str, str] = {d.reader: d.reader_module for d in REGISTRY}
 SPLITS = ("train", "val", "test")

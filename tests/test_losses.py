@@ -59,6 +59,18 @@ def test_heatmap_loss_hand_case():
     assert heatmap_loss([stack1, stack2], target).item() == pytest.approx(1 / 16 + 1.0)
 
 
+def test_heatmap_loss_leaves_out_the_maps_of_joints_a_row_does_not_have():
+    target = torch.zeros(2, 2, 2, 2)
+    pred = torch.ones(2, 2, 2, 2, requires_grad=True)  # every cell off by 1: 16 over 16 cells
+    every = torch.ones(2, 2, dtype=torch.bool)
+    assert heatmap_loss([pred], target, every).item() == heatmap_loss([pred], target).item() == 1.0
+    labelled = torch.tensor([[True, False], [True, True]])  # row 0 lacks joint 1 (as COCO its head top)
+    loss = heatmap_loss([pred, pred], target, labelled)
+    assert loss.item() == pytest.approx(2 * 12 / 16)  # the divisor stays B·J·H·W, as without a mask
+    loss.backward()
+    assert (pred.grad[0, 1] == 0).all() and (pred.grad[0, 0] != 0).all() and (pred.grad[1] != 0).all()
+
+
 def test_depth_loss_hand_case_ignores_nan_rows():
     pred = torch.zeros(3, 16, requires_grad=True)
     target = torch.zeros(3, 16)

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 
 from pose3d import geometry, skeleton, targets
-from pose3d.schema import CROP_MARGIN
+from pose3d.schema import CROP_MARGIN, labelled_joints
 
 #: Columns the batch transform reads from shards.
-INPUT_COLUMNS = ("image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d", "has_3d")
+INPUT_COLUMNS = ("image_jpeg", "crop_size", "joints_2d", "visible", "joints_3d", "has_3d", "dataset")
 #: Columns that name a row (its id, and the shard file Ray Data's ``include_paths`` adds as "path").
 NAME_COLUMNS = ("row_id", "path")
 #: Which of a side's sources a row came from (its index in ``data.set_3d`` / ``data.set_2d``),
@@ -86,8 +86,9 @@ def make_batch(
     depth (n, 16) float32 normalized (NaN on rows without 3D); joints_2d_norm (n, 16, 2) float32
     in [-1, 1] over the output map; joints_out (n, 16, 2) float32 output px; visible (n, 16) bool;
     has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm after the flip (NaN without 3D);
-    decoded (n,) bool, False for a row whose JPEG does not decode (its image is black; readers skip
-    such rows and name them: ``pose3d.data.mixing.RowTally``).
+    with a ``dataset`` column, labelled (n, 16) bool, the joints the row's dataset labels at all
+    (``schema.labelled_joints``, after the flip); decoded (n,) bool, False for a row whose JPEG does
+    not decode (its image is black; readers skip such rows and name them: ``mixing.RowTally``).
     """
     jpegs = list(rows["image_jpeg"])
     n = len(jpegs)
@@ -126,7 +127,7 @@ def make_batch(
         scale = targets.pixels_per_mm(joints_out, joints_3d, visible | has_3d[:, None])
         depth = targets.depth_targets(joints_3d, scale, output_size)
     depth[~has_3d] = np.nan
-    return {
+    out = {
         "image": np.ascontiguousarray(images.transpose(0, 3, 1, 2)),
         "heatmaps": heatmaps,
         "depth": depth.astype(np.float32),
@@ -137,6 +138,9 @@ def make_batch(
         "joints_3d": joints_3d.astype(np.float32),
         "decoded": decoded,
     }
+    if "dataset" in rows:
+        out["labelled"] = np.take_along_axis(labelled_joints(rows["dataset"]), perm, axis=1)
+    return out
 
 
 class BatchPreprocessor:

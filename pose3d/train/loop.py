@@ -60,6 +60,10 @@ def to_tensors(
     out = {"image": images}
     for key in ("heatmaps", "depth", "joints_2d_norm", "visible", "has_3d"):
         out[key] = torch.from_numpy(np.ascontiguousarray(batch[key])).to(device, non_blocking=True)
+    if "labelled" in batch and not batch["labelled"].all():  # rows of a dataset that lacks joints
+        out["labelled"] = torch.from_numpy(np.ascontiguousarray(batch["labelled"])).to(
+            device, non_blocking=True
+        )
     return out
 
 
@@ -83,6 +87,7 @@ def train_step(
         visible=batch["visible"],
         joints_2d_norm=batch["joints_2d_norm"],
         weights=weights,
+        labelled=batch.get("labelled"),
     )
     optimizer.zero_grad(set_to_none=True)
     total.backward()

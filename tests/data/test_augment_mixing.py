@@ -151,3 +151,18 @@ def test_source_counts_keep_a_window_and_the_run_total():
     np.testing.assert_array_equal(shares(np.zeros(2)), [0.0, 0.0])
     with pytest.raises(ValueError, match="source index 3 out of range for 3 sources"):
         counts.count(np.array([3]))
+
+
+def test_a_batch_says_which_joints_each_rows_dataset_labels():
+    rows = _rows()
+    rows["dataset"] = np.array(["coco", "mpii", "coco", "h36m"])
+    flip = identity_augmentation(4)
+    flip["flip"] = np.array([True, False, False, False])
+    b = make_batch(rows, 64, 16, flip)
+    lacks = [skeleton.JOINT_INDEX[j] for j in ("thorax", "upper_neck", "head_top")]
+    for i, dataset in enumerate(rows["dataset"]):
+        expect = np.ones(16, bool)
+        if dataset == "coco":
+            expect[lacks] = False
+        np.testing.assert_array_equal(b["labelled"][i], expect)
+    assert "labelled" not in make_batch(_rows(), 64, 16, identity_augmentation(4))  # no dataset column
