@@ -109,10 +109,13 @@ def derive_concurrency(base: dict[str, Any], resources: dict[str, float], datase
     # Per dataset: its preprocessing actors, and a read task for each epoch chained into a pass
     # (each read of a union holds a CPU while it lists and reads its files).
     per_dataset = d["preprocess_actors"] + d.get("epochs_per_pass", 1)
-    cpus_per_trial = 1 + s["num_workers"] * s["cpus_per_worker"] + datasets * per_dataset
+    workers = (
+        max(s["num_workers"]) if isinstance(s["num_workers"], list) else s["num_workers"]
+    )  # elastic: max
+    cpus_per_trial = 1 + workers * s["cpus_per_worker"] + datasets * per_dataset
     bound = int(resources.get("CPU", 0) // cpus_per_trial)
     if s["use_gpu"]:
-        gpus_per_trial = s["num_workers"] * s["gpus_per_worker"]
+        gpus_per_trial = workers * s["gpus_per_worker"]
         bound = min(bound, int(resources.get("GPU", 0) // gpus_per_trial))
     return max(1, bound)
 

@@ -33,12 +33,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="demo", help="a YAML path or a packaged config name (default: demo)")
     p.add_argument("--name", help="run name (run.name)")
     p.add_argument("--storage", help="storage path for checkpoints: local, NFS, s3:// (run.storage_path)")
-    p.add_argument("--workers", type=int, help="training workers (scaling.num_workers)")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N|MIN:MAX",
+        help="training workers (scaling.num_workers): a count, or MIN:MAX for elastic training (the run "
+        "continues on fewer workers when nodes are lost and grows back when they return)",
+    )
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, bf16 (scaling.use_gpu)")
     add_ray_arguments(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(handler=run)
+
+
+def _workers(text: str) -> str:
+    """``--workers 4`` or ``--workers 2:8`` -> the ``scaling.num_workers`` value (checked with the config)."""
+    low, sep, high = text.partition(":")
+    if not (low.isdigit() and (not sep or high.isdigit())):
+        raise argparse.ArgumentTypeError(f"expected a count (4) or MIN:MAX (2:8), got {text!r}")
+    return f"[{low}, {high}]" if sep else low
 
 
 def resolve_config(args: argparse.Namespace):

@@ -238,6 +238,9 @@ class LocalCluster:
         env["RAY_ADDRESS"] = self.address
         env["RAY_API_SERVER_ADDRESS"] = self.dashboard_url
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # A raylet starting on a loaded 2-core machine (a node restarted under a running job) can
+        # take longer than Ray's default 30 s to register with the GCS.
+        env.setdefault("RAY_raylet_start_wait_time_s", "120")
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         return env
@@ -250,6 +253,9 @@ class LocalCluster:
             env.pop(var, None)
         env.update(self.auth_env())
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # A raylet starting on a loaded 2-core machine (a node restarted under a running job) can
+        # take longer than Ray's default 30 s to register with the GCS.
+        env.setdefault("RAY_raylet_start_wait_time_s", "120")
         # Jobs run their entrypoint through a shell with the node's PATH: find this env's pose3d.
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         return env
@@ -401,6 +407,53 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise ClusterError(f"only {self.alive_nodes()} of {self.num_nodes} nodes came up")
             time.sleep(0.5)
+
+    # -- lose and regain a worker node (elastic training tests) --
+
+    def kill_node(self, name: str, timeout_s: float = 30.0) -> set[int]:
+        """SIGKILL every process of worker node ``name`` (its ``ray start``, raylet, workers): a
+        machine lost, as a preempted spot instance is. Returns the PIDs killed; the head is refused."""
+        node = self._node(name)
+        pids = session_processes({node.pid})
+        _signal_all(pids, signal.SIGKILL)
+        left = _wait_gone(pids, timeout_s)
+        if left:
+            raise ClusterError(f"{name}: processes {sorted(left)} survived SIGKILL")
+        return pids
+
+    def restart_node(self, name: str, timeout_s: float = 120.0) -> None:
+        """Start worker node ``name`` again (same resources, fresh ports) after ``kill_node``; returns
+        once it joined the cluster. Its previous log is kept beside the new one."""
+        state = self._require_state()
+        node = self._node(name)
+        if is_running(node.pid):
+            raise ClusterError(f"{name} is still running")
+        deadline = time.monotonic() + timeout_s
+        Path(node.log).replace(Path(node.log).with_suffix(f".{node.pid}.log"))
+        ports = dict(zip(node.ports, free_ports(len(node.ports)), strict=True))
+        # A fresh temp dir: the killed node's sockets and session files under the old one would
+        # stall the new raylet's start (a worker node takes the head's session name).
+        fresh = self._launch(node.name, node.args, Path(f"{node.temp_dir}r"), ports)
+        state.nodes[state.nodes.index(node)] = fresh
+        state.save()
+        try:
+            self._wait_started(fresh, deadline)
+        except ClusterError as err:
+            raylet = sorted(Path(fresh.temp_dir).glob("session_*/logs/raylet.*"))
+            raise ClusterError(f"{err}\n" + "\n".join(f"{f}:\n{_tail(f)}" for f in raylet)) from None
+        while self.alive_nodes() < len(state.nodes):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{name} restarted but did not join the cluster in time")
+            time.sleep(0.5)
+
+    def _node(self, name: str) -> NodeRecord:
+        state = self._require_state()
+        found = [n for n in state.nodes if n.name == name]
+        if not found or found[0] is state.nodes[0]:
+            raise ClusterError(
+                f"no worker node {name!r} (nodes: {', '.join(n.name for n in state.nodes[1:])})"
+            )
+        return found[0]
 
     # -- inspect --
 

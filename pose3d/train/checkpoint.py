@@ -42,9 +42,11 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
     source_rows: dict[str, list[int]] | None = None,
+    world_size: int | None = None,
 ) -> Path:
     """Write a checkpoint folder (local). ``stage`` is 1-based; ``step_in_stage`` counts finished steps;
-    ``source_rows``: rows drawn per source of each side of the mix over the run, carried on by a resume."""
+    ``source_rows``: rows drawn per source of each side of the mix over the run, carried on by a resume;
+    ``world_size``: the training workers that wrote it (an elastic run may resume on another count)."""
     directory = Path(directory)
     save_model(directory, model, model_config)
     torch.save(
@@ -54,6 +56,7 @@ def save_checkpoint(
             "step_in_stage": step_in_stage,
             "global_step": global_step,
             "source_rows": source_rows or {},
+            "world_size": world_size,
         },
         directory / STATE_FILE,
     )

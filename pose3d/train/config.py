@@ -137,11 +137,35 @@ class TrainSection:
 
 @dataclass
 class ScalingSection:
-    num_workers: int = 1
+    """Workers and their resources. ``num_workers``: a count, or ``[min, max]`` for elastic training:
+    the run starts with as many workers as the cluster places (at least min), continues on fewer
+    when a node is lost, and grows back towards max when nodes return, checked every
+    ``resize_interval_s`` seconds (docs/design.md, Elastic training)."""
+
+    num_workers: int | list[int] = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
     placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_SPREAD
+    resize_interval_s: float = 60.0  # elastic: how often Ray Train looks for room to add workers
+    # Torch's intra-op threads per worker (0: cpus_per_worker). Lower it when cpus_per_worker reserves
+    # more logical CPUs than the worker may use (e.g. to keep one worker per node).
+    torch_threads: int = 0
+
+    @property
+    def worker_range(self) -> tuple[int, int]:
+        """(fewest, most) workers: equal for a fixed count."""
+        n = self.num_workers
+        return (n[0], n[1]) if isinstance(n, list) else (n, n)
+
+    @property
+    def elastic(self) -> bool:
+        low, high = self.worker_range
+        return low < high
+
+    @property
+    def max_workers(self) -> int:
+        return self.worker_range[1]
 
 
 @dataclass
@@ -181,6 +205,7 @@ class Config:
             ("run.keep_checkpoints", self.run.keep_checkpoints, 1),
             ("run.max_failures", self.run.max_failures, -1),
             ("train.stall_warn_s", self.train.stall_warn_s, 0),
+            ("scaling.torch_threads", self.scaling.torch_threads, 0),
         ):
             if value < least:
                 raise ConfigError(f"{key} must be >= {least}, got {value}")
@@ -222,18 +247,7 @@ class Config:
             raise ConfigError(f"data.epochs_per_pass must be >= 1, got {self.data.epochs_per_pass}")
         if self.loss.geo_rows not in ("2d", "all"):
             raise ConfigError(f"loss.geo_rows must be '2d' or 'all', got {self.loss.geo_rows!r}")
-        n = self.scaling.num_workers
-        if n < 1:
-            raise ConfigError(f"scaling.num_workers must be >= 1, got {n}")
-        if self.data.batch_size % n:
-            raise ConfigError(f"data.batch_size {self.data.batch_size} is not divisible by {n} workers")
-        per = self.data.batch_size // n
-        n2d = round(per * self.data.ratio_2d)
-        if self.data.ratio_2d > 0 and (n2d == 0 or n2d == per):
-            raise ConfigError(
-                f"data.ratio_2d {self.data.ratio_2d} at {per} rows per worker leaves one side empty; "
-                "raise data.batch_size"
-            )
+        self._check_workers()
         if self.model.num_joints != skeleton.NUM_JOINTS:
             raise ConfigError(
                 f"model.num_joints: the data has the {skeleton.NUM_JOINTS} MPII joints, "
@@ -248,12 +262,72 @@ class Config:
             raise ConfigError(f"scaling.placement_strategy: unknown {self.scaling.placement_strategy!r}")
         return self
 
-    def rows_per_worker(self) -> tuple[int, int]:
-        """(3D rows, 2D rows) of each worker's batch in the stages that train depth (exactly these
-        at every step)."""
-        per = self.data.batch_size // self.scaling.num_workers
+    def _check_workers(self) -> None:
+        """A worker count (or range) every count of which holds the batch and its exact mix; an
+        elastic range must give every count the same global 3D/2D rows in every stage."""
+        n, b = self.scaling.num_workers, self.data.batch_size
+        if isinstance(n, list) and (len(n) != 2 or not 1 <= n[0] <= n[1]):
+            raise ConfigError(f"scaling.num_workers must be a count or [min, max], 1 <= min <= max; got {n}")
+        low, high = self.scaling.worker_range
+        if low < 1:
+            raise ConfigError(f"scaling.num_workers must be >= 1, got {n}")
+        if self.scaling.resize_interval_s <= 0:
+            raise ConfigError(f"scaling.resize_interval_s must be > 0, got {self.scaling.resize_interval_s}")
+        if b % low:
+            raise ConfigError(f"data.batch_size {b} is not divisible by {low} workers")
+        per = b // low
         n2d = round(per * self.data.ratio_2d)
-        return per - n2d, n2d
+        if self.data.ratio_2d > 0 and (n2d == 0 or n2d == per):
+            raise ConfigError(
+                f"data.ratio_2d {self.data.ratio_2d} at {per} rows per worker leaves one side empty; "
+                "raise data.batch_size"
+            )
+        if low == high:
+            return
+        if self.run.max_failures == 0:
+            raise ConfigError(
+                f"scaling.num_workers {n} (elastic) needs run.max_failures other than 0: Ray Train counts "
+                "each lost node as a failure (-1: no limit)"
+            )
+        if self.scaling.placement_strategy == "STRICT_SPREAD":
+            raise ConfigError(
+                f"scaling.num_workers {n} (elastic) cannot use STRICT_SPREAD: Ray Train sizes the group by "
+                "the cluster's total resources, and a group that no longer has a node per worker would "
+                "never be placed; use PACK or SPREAD, with cpus_per_worker set so one worker fills a node"
+            )
+        # Elastic: every count the run may resize to must give the same global rows as min does.
+        rows_at = lambda w: [self.global_rows(st, w) for st in schedule.STAGES]  # noqa: E731
+        same = [w for w in range(1, high + 1) if b % w == 0 and rows_at(w) == rows_at(low)]
+        bad = [w for w in range(low, high + 1) if w not in same]
+        if bad:
+            raise ConfigError(
+                f"scaling.num_workers {n}: data.batch_size {b} at data.ratio_2d {self.data.ratio_2d} cannot "
+                f"keep the exact 3D/2D rows of {low} worker(s) on {', '.join(map(str, bad))} (each worker "
+                f"takes batch_size / workers rows, split by ratio_2d); counts that can: "
+                f"{', '.join(map(str, same))}. Choose a range of those, or a batch size every count divides"
+            )
+
+    def stage_rows(self, stage: int, world: int) -> tuple[int, int]:
+        """(3D rows, 2D rows) of each worker's batch in ``stage`` when ``world`` workers train."""
+        per = self.data.batch_size // world
+        if schedule.uses_depth(stage):
+            n2d = round(per * self.data.ratio_2d)
+            return per - n2d, n2d
+        if self.data.stage1_data == "2d":
+            return 0, per
+        if self.data.stage1_data == "3d":
+            return per, 0
+        return per - per // 2, per // 2
+
+    def global_rows(self, stage: int, world: int) -> tuple[int, int]:
+        """(3D rows, 2D rows) of one step's batch over all ``world`` workers in ``stage``."""
+        n3d, n2d = self.stage_rows(stage, world)
+        return n3d * world, n2d * world
+
+    def rows_per_worker(self, world: int | None = None) -> tuple[int, int]:
+        """(3D rows, 2D rows) of each worker's batch in the stages that train depth (exactly these
+        at every step), with ``world`` workers (default: the most the config allows)."""
+        return self.stage_rows(schedule.DEPTH_STAGES[0], world or self.scaling.max_workers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -333,6 +407,9 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if value is None and type(None) in options:
             return None
         inner = [t for t in options if t is not type(None)]
+        as_list = [t for t in inner if typing.get_origin(t) is list]
+        if isinstance(value, list) and as_list:  # e.g. scaling.num_workers: a count or [min, max]
+            return _coerce(value, as_list[0], key)
         return _coerce(value, inner[0], key)
     if dataclasses.is_dataclass(typ):
         if not isinstance(value, dict):

@@ -95,25 +95,13 @@ def train_step(
     return {k: float(v) for k, v in terms.items()}
 
 
-def _rows(cfg: Config, stage: int) -> tuple[int, int]:
-    """(3D rows, 2D rows) of this worker's batch in ``stage``."""
-    per = cfg.data.batch_size // cfg.scaling.num_workers
-    if schedule.uses_depth(stage):
-        return cfg.rows_per_worker()
-    if cfg.data.stage1_data == "2d":
-        return 0, per
-    if cfg.data.stage1_data == "3d":
-        return per, 0
-    return per - per // 2, per // 2
-
-
 def datasets_drawn(cfg: Config) -> set[str]:
     """The datasets some stage with steps draws rows from (the trainer passes only these)."""
     return {
         name
         for stage in schedule.STAGES
         if schedule.stage_steps(cfg, stage)
-        for name, rows in zip((SET_3D, SET_2D), _rows(cfg, stage), strict=True)
+        for name, rows in zip((SET_3D, SET_2D), cfg.global_rows(stage, 1), strict=True)
         if rows
     }
 
@@ -131,7 +119,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     _apply_ray_train_log_level(cfg.run.ray_train_log_level)
     ctx = ray.train.get_context()
     rank, world, device = ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
-    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    torch.set_num_threads(cfg.scaling.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
     model, restored = _restore(cfg, rank, device)
     streams = _streams(cfg)
     run = _Run.open(cfg, rank, world, device, restored, streams)
@@ -461,7 +449,7 @@ def _set_up_stage(
         net=net,
         optimizer=optimizer,
         weights=schedule.loss_weights(cfg, stage),
-        rows=_rows(cfg, stage),
+        rows=cfg.stage_rows(stage, run.world),
         with_depth=schedule.uses_depth(stage),
     )
 
@@ -528,6 +516,9 @@ def _report_and_checkpoint(
         lr=lr,
         img_per_s=run.progress.window(),
         batch_rows=sum(stage.rows),
+        world_size=run.world,
+        global_batch_rows=sum(stage.rows) * run.world,
+        global_3d_rows=stage.rows[0] * run.world,
         batch_3d_rows_min=window_3d[0],
         batch_3d_rows_max=window_3d[1],
         rows_skipped=run.skipped_rows(),
@@ -599,6 +590,7 @@ def _report_with_checkpoint(run: _Run, model: PoseNet, stage: _Stage, metrics: d
                 config=run.cfg.to_dict(),
                 metrics=metrics,
                 source_rows=_run_source_rows(metrics, run.cfg),
+                world_size=run.world,
             )
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
             run.tensorboard.sync()
@@ -624,6 +616,8 @@ def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str, da
         parts[-1] += f" dep {m['loss_depth']:.3g} geo2d {m['loss_geo_2d']:.3g}"
     parts[-1] += ")"
     parts.append(f"{m['img_per_s']:.1f} img/s")
+    if data_workers := m.get("world_size"):
+        parts.append(f"{data_workers} worker{'s' if data_workers > 1 else ''}")
     for side, label in ((SET_3D, "3D"), (SET_2D, "2D")):
         if f"share_{side}_1" in m:  # the realized shares since the last line, and the weights' shares
             targets = data.target_shares(side)

@@ -102,10 +102,11 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict()},
         scaling_config=ScalingConfig(
-            num_workers=s.num_workers,
+            num_workers=s.worker_range if s.elastic else s.max_workers,
             use_gpu=s.use_gpu,
             resources_per_worker=resources,
             placement_strategy=s.placement_strategy,
+            elastic_resize_monitor_interval_s=s.resize_interval_s,
         ),
         run_config=RunConfig(
             name=cfg.run.name,
@@ -165,15 +166,16 @@ def check_inputs(cfg: Config) -> None:
 def fit(cfg: Config, *, inputs_checked: bool = False) -> Any:
     """Run (or resume: same run name and storage) a training; returns the Ray Train Result.
     ``inputs_checked``: the caller ran ``check_inputs`` already (before starting Ray)."""
+    low, high = cfg.scaling.worker_range
     log.info(
-        "training %s: %d steps (%s), %d worker(s), batch %d (3D/2D rows per worker in stages %s: %s)",
+        "training %s: %d steps (%s), %s worker(s), batch %d (3D/2D rows in stages %s: %s)",
         cfg.run.name,
         schedule.total_steps(cfg),
         schedule.describe_lengths(cfg),
-        cfg.scaling.num_workers,
+        f"{low}-{high} (elastic)" if cfg.scaling.elastic else low,
         cfg.data.batch_size,
         f"{schedule.DEPTH_STAGES[0]}-{schedule.DEPTH_STAGES[-1]}",
-        cfg.rows_per_worker(),
+        cfg.global_rows(schedule.DEPTH_STAGES[0], low),
     )
     log.debug("config: %s", asdict(cfg))
     if not inputs_checked:

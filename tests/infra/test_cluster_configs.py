@@ -37,7 +37,7 @@ def _check_pose3d_train(entrypoint: str) -> None:
     assert words[:2] == ["pose3d", "train"], entrypoint
     args = build_parser().parse_args(words[1:])
     cfg = resolve_config(args)  # raises UserError on an unknown key or an invalid value
-    assert cfg.scaling.use_gpu and cfg.scaling.num_workers >= 1
+    assert cfg.scaling.use_gpu and cfg.scaling.worker_range[0] >= 1
 
 
 # --- Ray cluster launcher -------------------------------------------------------------------
@@ -84,6 +84,25 @@ def test_launcher_yaml_has_gpu_and_cpu_worker_types(name):
     if name == "gcp.yaml":
         accel = types[gpu[0]]["node_config"]["guestAccelerators"][0]
         assert accel["acceleratorCount"] == types[gpu[0]]["resources"]["GPU"]
+
+
+@pytest.mark.parametrize("name", LAUNCHER_YAMLS)
+def test_launcher_yaml_has_a_spot_gpu_type_for_elastic_runs(name):
+    types = _load(name)["available_node_types"]
+    spot = types["gpu_train_spot"]
+    assert spot["resources"] == types["gpu_train"]["resources"]  # the same workers, cheaper capacity
+    assert spot["min_workers"] == 0 and spot["max_workers"] >= 2
+    node = spot["node_config"]
+    if name == "aws.yaml":
+        assert node["InstanceMarketOptions"]["MarketType"] == "spot"
+    else:
+        assert node["scheduling"]["provisioningModel"] == "SPOT"
+        assert node["scheduling"]["onHostMaintenance"] == "TERMINATE"  # GPUs require it
+    # An elastic run over these nodes is a valid pose3d command.
+    args = build_parser().parse_args(["train", "--config", "paper", "--gpu", "--workers", "2:4",
+                                      "run.max_failures=-1", "data.batch_size=24"])  # fmt: skip
+    cfg = resolve_config(args)
+    assert cfg.scaling.worker_range == (2, 4) and cfg.scaling.elastic
 
 
 @pytest.mark.parametrize("name", LAUNCHER_YAMLS)
@@ -177,3 +196,18 @@ def test_kuberay_storage_claim_is_read_write_many():
     (claim,) = list(yaml.safe_load_all((CLUSTER_DIR / "kuberay" / "storage.yaml").read_text()))
     assert claim["kind"] == "PersistentVolumeClaim" and claim["metadata"]["name"] == "pose3d-shared"
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_kuberay_has_a_spot_gpu_group_for_elastic_runs():
+    groups = {
+        g["groupName"]: g for g in _manifest("raycluster.yaml", "RayCluster")["spec"]["workerGroupSpecs"]
+    }
+    spot = groups["gpu-train-spot"]
+    assert spot["minReplicas"] == 0 and spot["maxReplicas"] >= 2
+    pod = spot["template"]["spec"]
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-spot": "true"}
+    assert any(t["key"] == "cloud.google.com/gke-spot" for t in pod["tolerations"])
+    assert (
+        pod["containers"][0]["resources"]
+        == groups["gpu-train"]["template"]["spec"]["containers"][0]["resources"]
+    )

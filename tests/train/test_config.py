@@ -5,7 +5,7 @@ import re
 import pytest
 
 from pose3d.train import schedule
-from pose3d.train.config import ConfigError, load_config, packaged_configs
+from pose3d.train.config import ConfigError, config_from_dict, load_config, packaged_configs
 
 
 def test_packaged_configs_load_and_validate():
@@ -197,3 +197,30 @@ def test_a_side_takes_one_path_or_weighted_sources():
 def test_bad_sources_are_refused_by_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("demo", [override])
+
+
+def test_workers_a_count_or_an_elastic_range_that_keeps_the_exact_mix():
+    fixed = load_config("demo", ["scaling.num_workers=2"])
+    assert fixed.scaling.worker_range == (2, 2) and not fixed.scaling.elastic
+    elastic = load_config("demo", ["scaling.num_workers=[1, 4]", "data.batch_size=48", "run.max_failures=-1"])
+    assert elastic.scaling.worker_range == (1, 4) and elastic.scaling.elastic
+    # Whatever the count, one step's batch over all workers is the same 24 + 24 rows.
+    for world in (1, 2, 3, 4):
+        assert (
+            elastic.global_rows(3, world) == (24, 24) and elastic.rows_per_worker(world) == (24 // world,) * 2
+        )
+        assert elastic.global_rows(1, world) == (24, 24)  # stage 1 of the demo: both sets, half and half
+    assert config_from_dict(elastic.to_dict()).scaling.num_workers == [1, 4]
+    retry = "run.max_failures=-1"
+    with pytest.raises(ConfigError, match=r"cannot keep the exact 3D/2D rows of 1 worker\(s\) on 3 "):
+        load_config("demo", ["scaling.num_workers=[1, 4]", "data.batch_size=16", retry])
+    # 12 rows at half 2D: 4 workers would take 3 rows each, 1 + 2, so 4 + 8 in all instead of 6 + 6.
+    with pytest.raises(ConfigError, match=r"on 4 .* counts that can: 1, 2, 3\."):
+        load_config("demo", ["scaling.num_workers=[1, 4]", "data.batch_size=12", retry])
+    with pytest.raises(ConfigError, match=r"needs run.max_failures other than 0"):
+        load_config("demo", ["scaling.num_workers=[1, 2]", "run.max_failures=0"])
+    with pytest.raises(ConfigError, match=r"cannot use STRICT_SPREAD"):
+        load_config("demo", ["scaling.num_workers=[1, 2]", retry, "scaling.placement_strategy=STRICT_SPREAD"])
+    for bad in ("[2, 1]", "[1, 2, 3]", "[0, 2]"):
+        with pytest.raises(ConfigError, match=re.escape("scaling.num_workers must be a count or [min, max]")):
+            load_config("demo", [f"scaling.num_workers={bad}"])
