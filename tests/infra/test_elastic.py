@@ -148,4 +148,6 @@ def test_a_lost_node_shrinks_the_run_and_its_return_grows_it(cluster, tmp_path):
     sizes, rows, rows_3d = scalar("world_size"), scalar("global_batch_rows"), scalar("global_3d_rows")
     assert set(sizes) == set(range(1, log.total + 1))
     assert set(sizes.values()) == {1.0, 2.0}
+    nodes = scalar("nodes")  # two workers ran on two nodes (one worker fills a node's CPUs)
+    assert all(nodes[step] == sizes[step] for step in sizes)
     assert set(rows.values()) == {8.0} and set(rows_3d.values()) == {4.0}  # demo: half 2D, stage 1 both
