@@ -2,7 +2,10 @@
 second node mid-run, continues on one worker from its last checkpoint, grows back to two when the
 node returns, keeps the exact global batch and mix throughout, and finishes its steps.
 
-The test prints the run's timeline (seconds since submission, global step, workers, event)."""
+The test prints the run's timeline (seconds since submission, global step, workers, event). It runs
+with ``make test-elastic``, not ``make test``: about 8 minutes on 2 cores, where each step takes ~2 s
+(Ray Data's split coordinators spin, issue 13), and a node restarted under that load has failed to
+start (its raylet timed out waiting for its dashboard agent) in 2 of 4 runs."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from pose3d.infra.local_cluster import LocalCluster
 from tests.cluster_fixture import POSE3D_BIN, REPO_ROOT, start_local_cluster, stop_and_check
 from tests.shard_factory import write_shard_set
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.elastic]
 
 PROGRESS = re.compile(r"\(global (\d+)/(\d+)\).* (\d+) workers?\b")
 CHECKPOINT = re.compile(r"checkpoint at global step (\d+)")
