@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pose3d.cli.eval",
     "pose3d.cli.tune",
     "pose3d.cli.bench",
+    "pose3d.cli.weights",
 )
 
 
