@@ -179,6 +179,23 @@ def _develop(
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
+def _shade_over(
+    gbuf: GBuffer, albedo: np.ndarray, key_light: np.ndarray, lighting: Lighting, background: np.ndarray
+) -> np.ndarray:
+    """The rendered parts (albedo (P, 3), tinted by the lighting; key light in camera axes, a fill
+    light from the camera) over ``background``: (H, W, 3) float32 [0, 1] BGR."""
+    colour = render.shade(
+        gbuf,
+        albedo if lighting.tint is None else albedo * lighting.tint,
+        key_light,
+        fill_light=np.array([0.0, 0.0, -1.0]),
+        ambient=lighting.ambient,
+        key=lighting.key_strength,
+        fill=lighting.fill_strength,
+    )
+    return np.where((gbuf.part >= 0)[..., None], colour, background).astype(np.float32)
+
+
 def render_shot(
     body_world: PosedBody,
     camera: ViewCamera,
@@ -202,16 +219,7 @@ def render_shot(
     body = body_world.transformed(r.T, -(r.T @ t))
     prims = body.primitives(r.T @ WORLD_UP)
     gbuf = render.rasterize(prims, camera, rays)
-    colour = render.shade(
-        gbuf,
-        albedo if lighting.tint is None else albedo * lighting.tint,
-        r.T @ lighting.key,
-        fill_light=np.array([0.0, 0.0, -1.0]),
-        ambient=lighting.ambient,
-        key=lighting.key_strength,
-        fill=lighting.fill_strength,
-    )
-    image = np.where((gbuf.part >= 0)[..., None], colour, background).astype(np.float32)
+    image = _shade_over(gbuf, albedo, r.T @ lighting.key, lighting, background)
     joints_2d = camera.project(body.joints)
     h, w = image.shape[:2]
     in_image = np.all((joints_2d >= -0.5) & (joints_2d < np.array([w, h]) - 0.5), axis=-1)
@@ -285,16 +293,7 @@ def render_group(
                 prims.append(replace(prim, part=prim.part + offset))
     gbuf = render.rasterize(prims, camera, rays)
     albedo = np.concatenate(albedos) if albedos else np.zeros((1, 3))
-    colour = render.shade(
-        gbuf,
-        albedo if lighting.tint is None else albedo * lighting.tint,
-        r.T @ lighting.key,
-        fill_light=np.array([0.0, 0.0, -1.0]),
-        ambient=lighting.ambient,
-        key=lighting.key_strength,
-        fill=lighting.fill_strength,
-    )
-    image = np.where((gbuf.part >= 0)[..., None], colour, background).astype(np.float32)
+    image = _shade_over(gbuf, albedo, r.T @ lighting.key, lighting, background)
     owner = np.where(gbuf.part >= 0, gbuf.part // n_parts, -1).astype(np.int16)
     h, w = image.shape[:2]
     occluder = np.zeros((h, w), bool)
