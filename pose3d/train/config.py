@@ -65,6 +65,8 @@ class DataSection:
     batch_size: int = 6  # global batch (all workers together)
     shuffle_buffer: int = 256  # rows; well above the batch (Ray issue 66085)
     preprocess_actors: int = 2  # max CPU actors per dataset for decode + augment
+    # sleep in Ray Data's scheduling loop while it only waits for the trainer (pose3d.data.idle)
+    idle_backoff: bool = True
     # Each streaming pass restarts Ray Data's execution (new actors: seconds of stall); a small
     # dataset can chain this many shuffled epochs into one pass.
     epochs_per_pass: int = 1

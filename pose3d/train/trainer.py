@@ -38,6 +38,10 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     mix the sources by weight, then decode + augment on CPU actors."""
     import ray.data
 
+    from pose3d.data.idle import install_idle_backoff, remove_idle_backoff
+
+    # Datasets carry the Data context they were created under to their executors' processes.
+    (install_idle_backoff if cfg.data.idle_backoff else remove_idle_backoff)()
     out = {}
     for side, sources in needed_datasets(cfg).items():
         parts = [_read_source(cfg, src.path, index) for index, src in sources]

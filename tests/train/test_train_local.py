@@ -207,7 +207,12 @@ def test_three_sources_hold_the_exact_mix_and_their_weights(ray_local, shards, t
             stream.close()
         return np.array(rows), np.array(rows_3d), np.stack(sources)
 
-    rows, rows_3d, sources = ray.get(draw.remote(build_datasets(cfg), 300))
+    datasets = build_datasets(cfg)
+    # the idle backoff travels with each dataset's context to the process running its executor
+    from pose3d.data.idle import IdleBackoff
+
+    assert all(IdleBackoff in ds.context.custom_execution_callback_classes for ds in datasets.values())
+    rows, rows_3d, sources = ray.get(draw.remote(datasets, 300))
     assert (rows == n_3d + n_2d).all() and (rows_3d == n_3d).all()  # every step
     assert (sources[:, :n_3d] == 0).all()  # the one 3D source
     counts = np.bincount(sources[:, n_3d:].ravel(), minlength=2)

@@ -33,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads on every side (default 1)")
     p.add_argument("--shards", help="synthetic shard folder for (c) (default: generate a tiny set)")
     p.add_argument("--skip-data", action="store_true", help="skip (c)")
+    p.add_argument(
+        "--compare-idle",
+        action="store_true",
+        help="also run (c) with data.idle_backoff=false, the Ray Data executor spinning while it waits "
+        "for the trainer, and print both with the split coordinators' CPU",
+    )
 
 
 def _batch(cfg: Any, n: int, seed: int = 0) -> dict[str, Any]:
@@ -131,7 +137,16 @@ def run(args: argparse.Namespace) -> int:
         results["(b) Ray Train, in-memory"] = trainer.fit().metrics["img_per_s"]
         print(f"(b) done: {results['(b) Ray Train, in-memory']:.1f} img/s", flush=True)
         if not args.skip_data:
-            results["(c) Ray Train + Ray Data, shards"] = _ray_with_data(cfg, args, storage)
+            coordinator_cpu = {}
+            sides = [("(c) Ray Train + Ray Data, shards", [])]
+            if args.compare_idle:
+                sides.append(("(c0) as (c), idle executor spinning", ["data.idle_backoff=false"]))
+            for name, extra in sides:
+                side_cfg = load_config(args.config, overrides + extra)
+                with CoordinatorCpu() as cpu:
+                    results[name] = _ray_with_data(side_cfg, args, storage, f"bench-data-{len(results)}")
+                coordinator_cpu[name] = cpu.core_fraction()
+                print(f"{name.split()[0]} done: {results[name]:.1f} img/s", flush=True)
     ray.shutdown()
 
     base = results["(a) plain PyTorch, in-memory"]
@@ -140,10 +155,59 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<36} {ips:>8.1f} {1000 * args.batch / ips:>9.1f} {ips / base:>13.3f}")
     overhead = 1 - results["(b) Ray Train, in-memory"] / base
     print(f"\nRay Train overhead (b vs a): {100 * overhead:.1f} % (target <= 15 %)")
+    for name, fraction in coordinator_cpu.items() if not args.skip_data else ():
+        print(f"Ray Data split coordinators during {name.split()[0]}: {100 * fraction:.0f} % of a core")
     return 0
 
 
-def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
+class CoordinatorCpu:
+    """CPU used by Ray Data's split coordinator processes while the block runs, as a fraction of one
+    core (summed over coordinators), sampled every ``every_s`` from /proc through psutil."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        import threading
+
+        self.every_s = every_s
+        self.first: dict[int, tuple[float, float]] = {}  # pid -> (time, cpu seconds) first seen
+        self.last: dict[int, tuple[float, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> CoordinatorCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.every_s):
+            for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+                # Ray sets a worker's process title (its cmdline) to ray::<actor class>.<method>.
+                title = f"{proc.info['name'] or ''} {' '.join(proc.info['cmdline'] or [])}"
+                if "SplitCoordinator" not in title:
+                    continue
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                point = (time.monotonic(), times.user + times.system)
+                self.first.setdefault(proc.pid, point)
+                self.last[proc.pid] = point
+
+    def core_fraction(self) -> float:
+        """Summed over coordinators: CPU seconds / wall seconds they were seen (0 if none was)."""
+        total = 0.0
+        for pid, (t0, c0) in self.first.items():
+            t1, c1 = self.last[pid]
+            total += (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+        return total
+
+
+def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str, run_name: str) -> float:
     """(c): the real training path on shards; img/s of the last stage's steps after warm-up."""
     from pose3d.train import schedule
     from pose3d.train.config import Source
@@ -157,20 +221,21 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str) -> float:
         shards = os.path.join(storage, "shards")
         print("generating a tiny synthetic shard set for (c) ...", flush=True)
         prepare(shards, size="tiny")
+        args.shards = shards  # one set for every (c) side
     lab, wild = _synthetic_train_sets(shards)
     warmup = args.data_warmup
     total = warmup + args.data_steps
     cfg.data.set_3d, cfg.data.set_2d, cfg.data.val_3d = [Source(lab)], [Source(wild)], ""
     for stage in schedule.STAGES:  # the last stage only: depth and the geometric term, the full step
         schedule.set_stage_steps(cfg, stage, total if stage == schedule.STAGES[-1] else 0)
-    cfg.run.storage_path, cfg.run.name = storage, "bench-data"
+    cfg.run.storage_path, cfg.run.name = storage, run_name
     # A report every warm-up-many steps; the first window (pipeline start-up) is left out.
     cfg.train.log_every = warmup
     cfg.train.checkpoint_every = total
     fit(cfg)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(tensorboard_folder(storage, "bench-data"))
+    acc = EventAccumulator(tensorboard_folder(storage, run_name))
     acc.Reload()
     rates = [e.value for e in acc.Scalars("img_per_s") if e.step > warmup]
     steps = [e.step for e in acc.Scalars("img_per_s")]
