@@ -77,12 +77,12 @@ def load_plan(experiment: str) -> Plan:
 
 
 def check_init_checkpoint(path: str) -> None:
-    from pose3d.model.io import UnsafeCheckpointError
+    from pose3d.model.io import CheckpointReadError
     from pose3d.train.checkpoint import load_training_state
 
     try:
         state = load_training_state(path)
-    except (FileNotFoundError, UnsafeCheckpointError) as err:
+    except (FileNotFoundError, CheckpointReadError) as err:
         raise SearchError(f"--init: {err}") from None
     if state.get("stage") != 1:
         stage = state.get("stage")

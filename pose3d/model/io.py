@@ -31,7 +31,11 @@ def save_model(directory: str | Path, model: torch.nn.Module, model_config: Mode
     return path
 
 
-class UnsafeCheckpointError(ValueError):
+class CheckpointReadError(ValueError):
+    """A checkpoint file that cannot be read: truncated, or not a torch file (names the file)."""
+
+
+class UnsafeCheckpointError(CheckpointReadError):
     """A checkpoint file holding more than tensors and plain values: refused, since unpickling it
     could run code."""
 
@@ -43,6 +47,12 @@ def load_tensor_file(path: Path, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch reports a refused global and a file that is no pickle at all the same way; only the
+        # former names one ("unsupported GLOBAL module.name").
+        if "GLOBAL" not in str(err):
+            raise CheckpointReadError(
+                f"{path}: not a readable checkpoint (truncated, or not a torch file)"
+            ) from None
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsafeCheckpointError(
             f"{path}: refused to load: it holds more than tensors and plain values, and loading it could "

@@ -135,12 +135,12 @@ def check_init_checkpoint(cfg: Config) -> None:
     checkpoint once, in ``tune.plan``)."""
     if not cfg.train.init_from:
         return
-    from pose3d.model.io import UnsafeCheckpointError
+    from pose3d.model.io import CheckpointReadError
     from pose3d.train.checkpoint import load_training_state
 
     try:
         load_training_state(cfg.train.init_from)
-    except (FileNotFoundError, UnsafeCheckpointError) as err:
+    except (FileNotFoundError, CheckpointReadError) as err:
         raise ConfigError(f"train.init_from: {err}") from None
 
 

@@ -71,6 +71,16 @@ def test_a_crafted_state_file_is_refused_and_nothing_runs(tmp_path):
     assert not marker.exists()
 
 
+def test_a_corrupt_file_is_called_unreadable_not_unsafe(tmp_path):
+    model, cfg = _tiny()
+    folder = checkpoint.save_checkpoint(tmp_path / "ckpt", model, cfg, stage=1, global_step=3)
+    (folder / io.MODEL_FILE).write_bytes(b"not a checkpoint at all")
+    with pytest.raises(io.CheckpointReadError, match="not a readable checkpoint") as err:
+        io.load_model(folder)
+    assert not isinstance(err.value, io.UnsafeCheckpointError)
+    assert str(folder / io.MODEL_FILE) in str(err.value)
+
+
 def test_optimizer_state_loads_weights_only(tmp_path):
     model, cfg = _tiny()
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
