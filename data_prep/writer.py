@@ -423,6 +423,10 @@ class DatasetSummary:
     quarantined: dict[str, int]
     failed_tasks: list[str]
     last_run: dict[str, Any]  # the run that wrote this summary (all its datasets together)
+    #: split -> quarantine category -> count, and the first record's source path of each.
+    quarantined_by_split: dict[str, dict[str, int]] = field(default_factory=dict)
+    quarantine_examples: dict[str, dict[str, str]] = field(default_factory=dict)
+    quarantine_report: str = ""  # where the merged quarantine.jsonl is (a path or URI)
 
     @property
     def complete(self) -> bool:
@@ -500,15 +504,29 @@ def list_all_tasks(
     return tasks
 
 
-def _check_params(layout: Layout, dataset: str, params: dict[str, Any]) -> None:
-    """Refuse to mix shards made with other parameters; record them on the first run."""
+def _check_params(
+    layout: Layout, dataset: str, params: dict[str, Any], option_defaults: dict[str, Any] | None = None
+) -> None:
+    """Refuse to mix shards made with other parameters; record them on the first run.
+
+    A reader option the recorded parameters lack (added to the reader since) counts as no change
+    while it has its default (``option_defaults``), so a reader's new options do not refuse the
+    resume of a run prepared before them."""
     path = layout.params(dataset)
     text = layout.read_text(path)
     if text is None:
         layout.put(path, json.dumps(params, sort_keys=True, indent=1).encode(), layout.tmp_dir(dataset))
         return
     before = json.loads(text)
-    diff = {k: (before.get(k), v) for k, v in params.items() if before.get(k) != v}
+    now = dict(params)
+    if isinstance(before.get("reader_options"), dict) and isinstance(now.get("reader_options"), dict):
+        defaults = option_defaults or {}
+        now["reader_options"] = {
+            k: v
+            for k, v in now["reader_options"].items()
+            if k in before["reader_options"] or k not in defaults or v != defaults[k]
+        }
+    diff = {k: (before.get(k), v) for k, v in now.items() if before.get(k) != v}
     if diff:
         details = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
         where = storage.to_uri(layout.fs, path)
@@ -559,13 +577,28 @@ def _summarize(
                     entries.append((split, info.base_name, stream.read()))
     merged = b"".join(data for _, _, data in sorted(entries))
     reasons: Counter[str] = Counter()
+    by_split: dict[str, Counter[str]] = defaultdict(Counter)
+    examples: dict[str, dict[str, str]] = defaultdict(dict)
     failed: list[str] = []
     for line in merged.decode().splitlines():
         entry = json.loads(line)
-        reasons[crop.reason_category(entry["reason"])] += 1
-        if crop.reason_category(entry["reason"]) == crop.TASK_FAILED:
+        category = crop.reason_category(entry["reason"])
+        reasons[category] += 1
+        by_split[entry["split"]][category] += 1
+        examples[entry["split"]].setdefault(category, entry.get("source_path", ""))
+        if category == crop.TASK_FAILED:
             failed.append(f"{entry['split']}/{entry['task_id']}")
-    summary = DatasetSummary(dataset, params, splits, dict(sorted(reasons.items())), failed, run)
+    summary = DatasetSummary(
+        dataset,
+        params,
+        splits,
+        dict(sorted(reasons.items())),
+        failed,
+        run,
+        quarantined_by_split={split: dict(sorted(c.items())) for split, c in sorted(by_split.items())},
+        quarantine_examples={split: dict(sorted(e.items())) for split, e in sorted(examples.items())},
+        quarantine_report=storage.to_uri(layout.fs, layout.merged_quarantine(dataset)),
+    )
     staging = layout.tmp_dir(dataset)
     layout.put(layout.merged_quarantine(dataset), merged, staging)
     layout.put(
@@ -591,10 +624,14 @@ def run_prep(
     crash_after_tasks: int | None = None,
     progress_bars: bool = False,
     stall_warn_s: float = 300.0,
+    num_cpus: int | None = None,
+    address: str | None = None,
 ) -> PrepResult:
     """Prepare the shards of ``reader``'s tasks for ``splits`` under ``out`` (a Ray Data job).
 
-    Starts Ray in-process when needed (``ensure_ray``). Skips tasks already marked done. Logs a
+    Lists the reader's tasks first, so a missing or unreadable annotation fails before Ray starts;
+    then starts Ray when there is work and none is running (``ensure_ray(num_cpus, address)``).
+    Skips tasks already marked done. Logs a
     line per finished task and returns the summaries (also written to ``prep_summary.json``).
     ``crash_after_tasks`` (or the env var ``POSE3D_PREP_CRASH_AFTER_TASKS``) injects a crash for
     tests. Raises PrepMismatch when ``out`` holds shards made with other parameters. When no task
@@ -607,6 +644,7 @@ def run_prep(
     crash_after = crash_after_tasks if crash_after_tasks is not None else _crash_after_from_env()
     list_tasks, _, reader_name = resolve_reader(reader)
     options = effective_options(list_tasks, reader_options or {})
+    defaults = json.loads(json.dumps(effective_options(list_tasks, {}), sort_keys=True, default=repr))
     start = time.perf_counter()
     tasks = list_all_tasks(list_tasks, raw_root, splits, options)
     if not tasks:
@@ -621,7 +659,7 @@ def run_prep(
     }
     datasets = sorted({t.dataset for t in tasks})
     for dataset in datasets:
-        _check_params(layout, dataset, params)
+        _check_params(layout, dataset, params, defaults)
     done = {
         (d, s, info.base_name.removesuffix(".json"))
         for d, s in {(t.dataset, t.split) for t in tasks}
@@ -641,7 +679,7 @@ def run_prep(
     results: list[TaskResult] = []
     job_start = time.perf_counter()
     if todo:
-        ensure_ray()
+        ensure_ray(num_cpus=num_cpus, address=address)
         context = ray.data.DataContext.get_current()
         bars_before = context.enable_progress_bars
         context.enable_progress_bars = progress_bars
@@ -728,6 +766,38 @@ def _log_result(
     return result
 
 
+def empty_splits(result: PrepResult, splits: Sequence[str], raw_root: str) -> list[str]:
+    """Why each requested split has no rows, one sentence per dataset and split (empty when every
+    split has rows): how many records were quarantined, by reason, with the first record's file,
+    and where the full report is. A split the reader listed no task for is named too."""
+    problems = []
+    for split in splits:
+        listed = [s for s in result.datasets.values() if split in s.splits]
+        if not listed:
+            problems.append(f"{split}: the reader found nothing to read under {raw_root}")
+        for summary in listed:
+            if summary.splits[split]["rows"] > 0:
+                continue
+            counts = summary.quarantined_by_split.get(split, {})
+            examples = summary.quarantine_examples.get(split, {})
+            total = sum(counts.values())
+            if not total:
+                problems.append(f"{summary.dataset}/{split}: its tasks yielded no records")
+                continue
+            parts = []
+            for category, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+                example = examples.get(category, "")
+                first = (
+                    os.path.join(raw_root, example) if example and not example.startswith("/") else example
+                )
+                parts.append(f"{category} {n}" + (f" (first: {first})" if first else ""))
+            problems.append(
+                f"{summary.dataset}/{split}: 0 of {total} rows: {', '.join(parts)}; "
+                f"every record is listed in {summary.quarantine_report}"
+            )
+    return problems
+
+
 def iter_summary_lines(result: PrepResult) -> Iterator[str]:
     """Human-readable end-of-run summary: rows per split, quarantined by reason, speed."""
     yield f"{'dataset':<22} {'split':<6} {'tasks':>11} {'rows':>9} {'shards':>7}"
@@ -738,6 +808,8 @@ def iter_summary_lines(result: PrepResult) -> Iterator[str]:
         total = sum(summary.quarantined.values())
         reasons = ", ".join(f"{k} {v}" for k, v in summary.quarantined.items())
         yield f"{name}: {total} quarantined" + (f" ({reasons})" if reasons else "")
+        if total:
+            yield f"{name}: quarantine report (each record, its file and reason): {summary.quarantine_report}"
     yield (
         f"this run: {result.tasks_run} of {result.tasks_total} tasks, {result.rows_written} rows, "
         f"{result.rows_per_s:.1f} rows/s, wall {result.seconds:.1f} s"

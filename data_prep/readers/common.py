@@ -91,12 +91,25 @@ def load_plain_pickle(path: str | Path) -> Any:
         return _PlainUnpickler(f, path).load()
 
 
+@functools.cache
+def quiet_opencv() -> None:
+    """Hold OpenCV's own log at errors, once per process: a dataset with thousands of missing or
+    broken files would otherwise print a warning per file, while each is already counted and named
+    in the quarantine report."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # an OpenCV build without the logging module
+        pass
+
+
 def read_image(path: str | Path, source: str) -> tuple[np.ndarray | None, str | None]:
     """(the image as (H, W, 3) uint8 BGR, None), or (None, the quarantine reason naming ``source``):
-    "missing image", "truncated image" (``pose3d.image.is_truncated``) or "undecodable image"."""
+    "missing image", "truncated image" (``pose3d.image.is_truncated``) or "undecodable image".
+    The file is read here and decoded from memory, so OpenCV never meets a missing path."""
+    quiet_opencv()
     try:
         data = Path(path).read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None, f"{MISSING_IMAGE}: {source}"
     except OSError as err:
         return None, f"{UNDECODABLE_IMAGE}: {source}: {err.strerror or err}"
@@ -276,6 +289,40 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     """Every array of an npz (no pickles), parsed once per process and file version."""
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+#: The 8-byte signature that starts an HDF5 file's superblock (also MATLAB v7.3 .mat files).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Where an HDF5 superblock may sit: at 0, or after a user block of 512 x 2^k bytes (MATLAB v7.3
+#: puts its text header in a 512-byte user block).
+_HDF5_OFFSETS = (0, 512, 1024, 2048)
+
+
+def sniff_format(path: str | Path) -> str:
+    """What a file holds, judged by its first bytes, never by its suffix: "hdf5", "mat73" (a MATLAB
+    v7.3 .mat: HDF5 behind a MATLAB text header), "mat" (MATLAB 5 to 7.2), "json" (first non-blank
+    character ``[`` or ``{``), "npz" (a zip), "empty" or "unknown"."""
+    with open(path, "rb") as f:
+        head = f.read(_HDF5_OFFSETS[-1] + len(HDF5_SIGNATURE))
+    if not head:
+        return "empty"
+    hdf5 = any(head[at : at + len(HDF5_SIGNATURE)] == HDF5_SIGNATURE for at in _HDF5_OFFSETS)
+    if head.startswith(b"MATLAB"):
+        return "mat73" if hdf5 else "mat"
+    if hdf5:
+        return "hdf5"
+    if head.startswith(b"PK\x03\x04"):
+        return "npz"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"[", b"{"):
+        return "json"
+    return "unknown"
+
+
+def describe_start(path: str | Path, n: int = 24) -> str:
+    """The first bytes of a file, for an error message that says what was found instead."""
+    with open(path, "rb") as f:
+        head = f.read(n)
+    return f"it starts with {head!r}" if head else "it is empty"
 
 
 def relative_to_root(path: str | Path, raw_root: str | Path) -> str:

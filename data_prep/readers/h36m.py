@@ -108,6 +108,22 @@ _CAMERA_FILES = (
 )
 _IMGNAME = re.compile(r"^(S\d+)_(.+)\.(\d+)_(\d+)\.[A-Za-z]+$")
 
+#: What ``pose3d prep h36m --help`` shows of the raw folder it expects.
+RAW_LAYOUT = (
+    "raw layout (--raw DIR; the official release, or mmpose's preprocessed npz + images):\n"
+    "  official: DIR/S<n>/Videos/<Action>[ <trial>].<camera>.mp4\n"
+    "            DIR/S<n>/MyPoseFeatures/D3_Positions_mono/<Action>[ <trial>].<camera>.cdf  (camera mm)\n"
+    "            DIR/S<n>/MyPoseFeatures/D2_Positions/<same name>.cdf                    (optional, px)\n"
+    "  mmpose:   DIR/annotation_body3d/fps10/h36m_<split>.npz (or DIR/h36m_<split>.npz; -O npz=FILE)\n"
+    "            DIR/images/S<n>/<seq>/<seq>_<frame:06d>.jpg, <seq> = S<n>_<Action>[_<trial>].<camera>\n"
+    "            (-O images=FOLDER; frame numbers 1-based)\n"
+    "  cameras:  DIR/cameras.json (mmpose's cameras.pkl as JSON), DIR/cameras.pkl,\n"
+    "            DIR/annotation_body3d/cameras.{json,pkl}, DIR/cameras.h5 (3d-pose-baseline);\n"
+    "            -O cameras=FILE\n"
+    "Splits by subject: train S1, S5-S8, test S9, S11 (-O subjects=S9,S11). Videos: every 5th frame "
+    "(-O every=N, 50 -> 10 fps). The raw 32 (or mmpose's 17) joints -> the 16; thorax derived in 3D."
+)
+
 
 @dataclass(frozen=True)
 class H36MCamera:
@@ -474,6 +490,7 @@ def _decode_frames(
     camera: Camera,
 ) -> Iterator[PersonSample | Quarantined]:
     """Decode the video sequentially; sample i is video frame ``frames[i]``."""
+    common.quiet_opencv()  # a broken video is quarantined by name; OpenCV need not warn too
     capture = cv2.VideoCapture(p["video"]) if Path(p["video"]).is_file() else None
     if capture is None or not capture.isOpened():
         why = "missing" if capture is None else "cannot open"

@@ -1,4 +1,4 @@
-"""MPII Human Pose reader: the official MATLAB annotation or the HRNet/mmpose JSON.
+"""MPII Human Pose reader: the official MATLAB annotation, pose-hg-train's HDF5 or the HRNet/mmpose JSON.
 
 Splits: "train" and "val" (MPII's test labels are not public). "val" is the common validation set
 of 2958 people (Tompson et al.; the paper's "2957 images"), "train" the other annotated people of
@@ -12,8 +12,9 @@ when ``<root>/images`` does not exist, ``<root>/<name>``). No camera (2D only).
 Person box: centre = ``objpos`` / ``center``, side = ``scale * 200`` px, the MPII convention. With
 ``hourglass_box=True`` the stacked-hourglass framing is used instead (centre moved down by
 15 * scale px, side x 1.25). A person without centre/scale gets the joints' bounding square x 1.2.
-Head box (``.mat`` only): x1, y1, x2, y2 px; head size = 0.6 x its diagonal (docs/conventions.md, PCKh). The
-JSON has none: ``head_box`` None (NaN in the shard).
+Head box (``.mat``): x1, y1, x2, y2 px; head size = 0.6 x its diagonal (docs/conventions.md, PCKh). The
+``.h5`` gives the head size itself (``normalize``): its head box is a nominal square of that size
+(below). The JSON has none: ``head_box`` None (NaN in the shard).
 
 People with fewer than ``min_joints`` annotated joints (default 4) are quarantined with reason
 "too few annotated joints: n < 4". Four is the smallest count that still gives two bones of one
@@ -59,9 +60,28 @@ under <root>, or ``annotation=PATH``): a list of people, each ``{"image": name, 
 (1-based, unannotated = -1), "joints_vis": 16 (1 = annotated), "center": [x, y] px (1-based, -1 =
 unknown), "scale": box side / 200}``. Keys ``f"{row:05d}"``.
 
-``layout="auto"``: by the suffix of ``annotation=`` when given, else the first default file found
-(.mat names first). Tasks are chunks of ``chunk_size`` people (default 1000), ids
-``"<first>-<last+1>"`` (indices into the annotation's people, zero-padded).
+Layout "h5" (pose-hg-train, the stacked-hourglass code: ``annot/train.h5``, ``annot/valid.h5``
+under <root>, or ``annotation=PATH``). HDF5 datasets, one row per person (N):
+
+    imgname    (N,) bytes      image file name (also read: (N, L) uint8 character codes, NUL-padded)
+    part       (N, 16, 2)      joints, 1-based px; (0, 0) = not annotated
+    visible    (N, 16)         MPII's is_visible flag (unused, as for the .mat)
+    center     (N, 2)          objpos, 1-based px (-1 = unknown)
+    scale      (N,)            person height / 200 (box side = scale x 200 px)
+    normalize  (N,)            head size, px: 0.6 x the head box's diagonal (optional)
+
+  Other datasets (index, person, torsoangle, ...) are ignored. A joint is annotated when its
+  coordinates are not (0, 0) (pose-hg-train's converter writes (0, 0) and visible 0 for an
+  unannotated joint, but visible 0 also for an annotated, occluded one). The stored head box is a
+  square whose 0.6 x diagonal is ``normalize``, centred between upper neck and head top (else on
+  the person): only its size means anything. Keys ``f"{row:05d}"``, as the JSON's.
+
+The format of a file is found from its content (HDF5 signature, MATLAB header, JSON), never from
+its suffix alone; anything else is refused with an error naming the file, what it starts with and
+the formats above. ``layout=`` (auto, mat, h5, json) only narrows the default files looked for;
+a file whose content is another format is refused. Without ``annotation=`` the first default file
+found is read: .mat names first, then JSON, then HDF5. Tasks are chunks of ``chunk_size`` people
+(default 1000), ids ``"<first>-<last+1>"`` (indices into the annotation's people, zero-padded).
 """
 
 from __future__ import annotations
@@ -89,6 +109,27 @@ JSON_FILES = {
     "train": ("annotations/mpii_train.json", "annot/train.json"),
     "val": ("annotations/mpii_val.json", "annot/valid.json"),
 }
+H5_FILES = {"train": ("annot/train.h5", "train.h5"), "val": ("annot/valid.h5", "valid.h5")}
+LAYOUTS = ("mat", "json", "h5")
+#: What an unreadable annotation file is compared with in the error a user sees.
+ACCEPTED_FORMATS = (
+    "the official MATLAB .mat (the release mpii_human_pose_v1_u12_1.mat or a per-person list such as "
+    "mpii_val_official_struct.mat), pose-hg-train's HDF5 annot/{train,valid}.h5 (datasets imgname, part, "
+    "center, scale[, visible, normalize]) or the HRNet/mmpose JSON annot/{train,valid}.json (a list of "
+    "{image, joints, joints_vis, center, scale})"
+)
+#: What ``pose3d prep mpii --help`` shows of the raw folder it expects.
+RAW_LAYOUT = (
+    "raw layout (--raw DIR; one annotation file per split, its format found from its content):\n"
+    "  DIR/mpii_human_pose_v1_u12_1.mat   train: the official release (or in mpii_human_pose_v1_u12_2/)\n"
+    "  DIR/mpii_val_official_struct.mat   val: the common 2958-person validation list (or detections.mat)\n"
+    "  DIR/annot/{train,valid}.json       HRNet (or DIR/annotations/mpii_{train,val}.json, mmpose)\n"
+    "  DIR/annot/{train,valid}.h5         pose-hg-train: imgname, part, visible, center, scale, normalize\n"
+    "  DIR/images/<image name>            the images (else DIR/<image name>; -O images=FOLDER)\n"
+    "-O annotation=FILE reads FILE (.mat, .h5 or .json, told apart by content) for the split asked for. "
+    "Joints are MPII's 16 as annotated (1-based MATLAB px, shifted by -1); people with fewer than "
+    "min_joints annotated joints are skipped and counted."
+)
 
 
 @dataclass
@@ -177,7 +218,12 @@ def _parse_rect(rect: Any, key: str, image: str | None) -> MpiiPerson:
 def _loadmat(path: str) -> dict[str, Any]:
     import scipy.io
 
-    return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)
+    try:
+        return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)
+    except (ValueError, TypeError, NotImplementedError, OSError) as err:  # scipy's words lack the file
+        raise ValueError(
+            f"mpii: {path}: not a readable MATLAB file ({err}); expected {ACCEPTED_FORMATS}"
+        ) from err
 
 
 def release_image_names(path: str | Path) -> list[str | None]:
@@ -252,8 +298,17 @@ def parse_list(
 
 def parse_json(path: str | Path) -> list[MpiiPerson]:
     """People of an HRNet/mmpose MPII JSON (module docstring), converted to 0-based px."""
-    with open(path) as f:
-        rows = json.load(f)
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"mpii: {path}: not valid JSON ({err}); expected {ACCEPTED_FORMATS}") from err
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        found = f"a JSON object with keys {sorted(rows)[:6]}" if isinstance(rows, dict) else "a JSON list"
+        raise ValueError(
+            f"mpii: {path} is {found}, not a list of people {{image, joints, joints_vis, center, scale}}; "
+            f"expected {ACCEPTED_FORMATS}"
+        )
     people = []
     for n, row in enumerate(rows):
         joints = np.asarray(row.get("joints", []), np.float64)
@@ -273,6 +328,84 @@ def parse_json(path: str | Path) -> list[MpiiPerson]:
     return people
 
 
+_H5_REQUIRED = ("imgname", "part", "center", "scale")
+#: Upper neck and head top: the nominal head box of an .h5 row is centred between them.
+_HEAD_JOINTS = np.array([8, 9])
+
+
+def _h5_image_names(values: np.ndarray, path: str | Path) -> list[str]:
+    """``imgname`` as strings: bytes or str per row, or (N, L) character codes (NUL-padded)."""
+    values = np.asarray(values)
+    if values.ndim == 2 and values.dtype.kind in "iu":
+        values = np.ascontiguousarray(values.astype(np.uint8)).view(f"S{values.shape[1]}").ravel()
+    if values.ndim != 1:
+        raise ValueError(f"mpii: {path}: imgname has shape {values.shape}, expected (N,) names")
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values.tolist()]
+
+
+def _h5_array(data: dict[str, np.ndarray], name: str, shape: tuple[int, ...], path: str | Path) -> np.ndarray:
+    """A dataset as float64 of exactly ``shape``, else ValueError naming the file and the field."""
+    array = np.asarray(data[name])
+    if array.shape != shape or array.dtype.kind not in "iufb":
+        raise ValueError(
+            f"mpii: {path}: dataset {name} is {array.dtype} {array.shape}, expected numbers of shape {shape}"
+        )
+    return array.astype(np.float64)
+
+
+def parse_h5(path: str | Path) -> list[MpiiPerson]:
+    """People of a pose-hg-train ``train.h5`` / ``valid.h5`` (module docstring), in 0-based px.
+
+    Raises ValueError naming the file and the dataset when a required dataset is absent or has
+    another shape than (N,), (N, 16, 2), (N, 2).
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [name for name in _H5_REQUIRED if name not in f]
+            if missing:
+                raise ValueError(
+                    f"mpii: {path} is HDF5 but lacks the dataset(s) {', '.join(missing)} "
+                    f"(it holds {', '.join(sorted(f))}); expected {ACCEPTED_FORMATS}"
+                )
+            data = {name: f[name][()] for name in (*_H5_REQUIRED, "normalize") if name in f}
+    except OSError as err:
+        raise ValueError(f"mpii: {path}: cannot be read as HDF5 ({err})") from err
+    names = _h5_image_names(data["imgname"], path)
+    n = len(names)
+    part = _h5_array(data, "part", (n, _J, 2), path)
+    center = _h5_array(data, "center", (n, 2), path)
+    scale = _h5_array(data, "scale", (n,), path)
+    normalize = _h5_array(data, "normalize", (n,), path) if "normalize" in data else np.full(n, np.nan)
+
+    annotated = np.all(np.isfinite(part), axis=-1) & np.any(part != 0, axis=-1)
+    joints = np.where(annotated[..., None], part - 1.0, 0.0)
+    has_center = np.all(np.isfinite(center), axis=-1) & np.any(center != -1, axis=-1)
+    center = center - 1.0
+    has_scale = np.isfinite(scale) & (scale > 0)
+    # The nominal head box: centred on the annotated head joints, else on the person's centre.
+    head = annotated[:, _HEAD_JOINTS]
+    head_sum = np.where(head[..., None], joints[:, _HEAD_JOINTS], 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        head_centre = np.where(head.any(axis=1)[:, None], head_sum / head.sum(axis=1)[:, None], center)
+    half_side = normalize / (0.6 * np.sqrt(2.0)) / 2.0
+    head_box = np.concatenate([head_centre - half_side[:, None], head_centre + half_side[:, None]], axis=1)
+    has_head = np.all(np.isfinite(head_box), axis=1) & (normalize > 0)
+    return [
+        MpiiPerson(
+            key=f"{row:05d}",
+            image=names[row] or None,
+            joints=joints[row],
+            annotated=annotated[row],
+            center=center[row] if has_center[row] else None,
+            scale=float(scale[row]) if has_scale[row] else None,
+            head_box=head_box[row] if has_head[row] else None,
+        )
+        for row in range(n)
+    ]
+
+
 def _read_names(path: Path) -> list[str | None]:
     if path.suffix == ".json":
         with open(path) as f:
@@ -286,6 +419,37 @@ def _read_names(path: Path) -> list[str | None]:
 # --- tasks ------------------------------------------------------------------------------------
 
 
+#: What ``common.sniff_format`` finds -> the layout that reads it.
+_LAYOUT_OF_CONTENT = {"mat": "mat", "hdf5": "h5", "json": "json"}
+_CONTENT_NAMES = {"mat": "a MATLAB .mat", "h5": "HDF5", "json": "JSON"}
+
+
+def annotation_layout(path: str | Path) -> str:
+    """The layout that reads ``path`` ("mat", "h5" or "json"), from its content.
+
+    Raises ValueError naming the file, what it starts with and the accepted formats otherwise
+    (a MATLAB v7.3 file included: MPII's structs are read from v5-v7.2 files).
+    """
+    found = common.sniff_format(path)
+    if found in _LAYOUT_OF_CONTENT:
+        return _LAYOUT_OF_CONTENT[found]
+    if found == "mat73":
+        what = "a MATLAB v7.3 (HDF5) .mat, which this reader does not read (save it with -v7)"
+    else:
+        what = f"not an MPII annotation format ({common.describe_start(path)})"
+    raise ValueError(f"mpii: {path} is {what}; expected {ACCEPTED_FORMATS}")
+
+
+def _default_candidates(split: str, layout: str) -> tuple[str, ...]:
+    """The default annotation files of a split, in the order they are looked for."""
+    by_layout = {
+        "mat": RELEASE_FILES if split == "train" else VAL_LIST_FILES,
+        "json": JSON_FILES[split],
+        "h5": H5_FILES[split],
+    }
+    return tuple(name for kind in LAYOUTS if layout in ("auto", kind) for name in by_layout[kind])
+
+
 def _people_source(raw_root: str, split: str, options: dict[str, Any]) -> dict[str, Any]:
     """Which files to read for this split (resolved paths as strings, JSON-like)."""
     root = Path(raw_root)
@@ -293,26 +457,26 @@ def _people_source(raw_root: str, split: str, options: dict[str, Any]) -> dict[s
     annotation = options.get("annotation")
     if split not in ("train", "val"):
         raise ValueError(f"mpii: unknown split {split!r} (train, val; the test labels are not public)")
+    if layout not in ("auto", *LAYOUTS):
+        raise ValueError(f"mpii: unknown layout {layout!r} (auto, {', '.join(LAYOUTS)})")
     if annotation is not None:
         path = common.resolve(root, annotation)
-        if not path.exists():
+        if not path.is_file():
             raise FileNotFoundError(f"mpii: annotation {path} not found")
-        if layout == "auto":
-            layout = "json" if path.suffix == ".json" else "mat"
     else:
-        mat_candidates = RELEASE_FILES if split == "train" else VAL_LIST_FILES
-        path = common.first_existing(root, mat_candidates) if layout in ("auto", "mat") else None
-        if path is not None:
-            layout = "mat"
-        elif layout in ("auto", "json"):
-            path, layout = common.first_existing(root, JSON_FILES[split]), "json"
+        candidates = _default_candidates(split, layout)
+        path = common.first_existing(root, candidates)
         if path is None:
-            tried = ", ".join((*mat_candidates, *JSON_FILES[split]))
             raise FileNotFoundError(
-                f"mpii: no {split} annotation in {raw_root} (tried {tried}); give annotation="
+                f"mpii: no {split} annotation in {raw_root} (tried {', '.join(candidates)}); give annotation="
             )
-    if layout not in ("mat", "json"):
-        raise ValueError(f"mpii: unknown layout {layout!r} (auto, mat, json)")
+    found = annotation_layout(path)
+    if layout not in ("auto", found):
+        raise ValueError(
+            f"mpii: {path} holds {_CONTENT_NAMES[found]}, not the {layout} layout asked for; "
+            f"drop layout= to read it as {found}"
+        )
+    layout = found
     source: dict[str, Any] = {
         "layout": layout,
         "annotation": str(path),
@@ -351,6 +515,8 @@ def _parse_people(layout: str, files: tuple[str | None, ...], _stamps: tuple) ->
     annotation, release, exclude_from, image_names = files
     if layout == "json":
         return parse_json(annotation)
+    if layout == "h5":
+        return parse_h5(annotation)
     if "RELEASE" in _loadmat(annotation):
         exclude = set(list_indices(exclude_from) or []) if exclude_from else set()
         return parse_release(annotation, exclude)

@@ -25,8 +25,16 @@ from pose3d.cli.errors import UserError
 #: Reader subcommand -> (reader name in pose3d.schema.READERS, default splits, one-line help).
 READER_COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "h36m": ("h36m", ("train", "test"), "Human3.6M (official videos + CDF, or mmpose's npz) -> shards"),
-    "mpii": ("mpii", ("train", "val"), "MPII Human Pose (official .mat or HRNet/mmpose JSON) -> shards"),
-    "3dhp": ("3dhp", ("test",), "MPI-INF-3DHP (official test set or mmpose's npz) -> shards"),
+    "mpii": (
+        "mpii",
+        ("train", "val"),
+        "MPII Human Pose (official .mat, pose-hg-train .h5 or HRNet/mmpose JSON) -> shards",
+    ),
+    "3dhp": (
+        "3dhp",
+        ("test",),
+        "MPI-INF-3DHP (official test or training set, or mmpose's npz; --split train for training) -> shards",
+    ),
     "coco": ("coco", ("train", "val"), "COCO keypoints (person_keypoints_*.json + images) -> 2D shards"),
 }
 
@@ -274,16 +282,42 @@ def _check_out(out: str) -> None:
         raise UserError(f"--out {out}: {err}") from err
 
 
-def _run_reader(args: argparse.Namespace) -> int:
-    import os
+#: Reader options that name a file (or, for ``images``, a folder) under the raw root: checked before
+#: Ray starts, so a typo costs no cluster start-up.
+PATH_OPTIONS = ("annotation", "npz", "cameras", "release", "val_annotation", "image_names")
+FOLDER_OPTIONS = ("images",)
 
+
+def check_inputs(raw: str, options: dict[str, Any]) -> None:
+    """Raise UserError naming the path when ``--raw`` is not a readable folder, or a path-valued
+    reader option (relative to it, or absolute) does not exist or cannot be read."""
+    import os
+    from pathlib import Path
+
+    if not os.path.isdir(raw):
+        raise UserError(f"--raw {raw}: no such folder")
+    if not os.access(raw, os.R_OK | os.X_OK):
+        raise UserError(f"--raw {raw}: the folder cannot be read (permissions)")
+    for name in (*PATH_OPTIONS, *FOLDER_OPTIONS):
+        value = options.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value) if Path(value).is_absolute() else Path(raw) / value
+        want_folder = name in FOLDER_OPTIONS
+        if not (path.is_dir() if want_folder else path.is_file()):
+            kind = "folder" if want_folder else "file"
+            raise UserError(f"-O {name}={value}: no such {kind} {path}")
+        if not os.access(path, os.R_OK | (os.X_OK if want_folder else 0)):
+            raise UserError(f"-O {name}={value}: {path} cannot be read (permissions)")
+
+
+def _run_reader(args: argparse.Namespace) -> int:
     from data_prep import writer
 
-    if not os.path.isdir(args.raw):
-        raise UserError(f"--raw {args.raw}: no such folder")
+    check_inputs(args.raw, {})
+    options = parse_options(args.options)
     _check_out(args.out)
     config = _writer_config(args)
-    options = parse_options(args.options)
     try:
         list_tasks, _, name = writer.resolve_reader(args.reader)
     except writer.ReaderUnavailable as err:
@@ -295,9 +329,11 @@ def _run_reader(args: argparse.Namespace) -> int:
         raise UserError(
             f"unknown option(s) {', '.join(unknown)} for reader {name} (known: {', '.join(known) or 'none'})"
         )
+    check_inputs(args.raw, options)
     _setup_logging()
-    writer.ensure_ray(num_cpus=args.num_cpus, address=args.address)
     try:
+        # The reader lists its tasks (opening the annotations) before Ray starts: a wrong path or
+        # format fails in a second, not after Ray's start-up.
         result = writer.run_prep(
             args.reader,
             args.raw,
@@ -307,10 +343,16 @@ def _run_reader(args: argparse.Namespace) -> int:
             config=config,
             crash_after_tasks=args.crash_after_tasks,
             stall_warn_s=args.stall_warn_s,
+            num_cpus=args.num_cpus,
+            address=args.address,
         )
     except (OSError, ValueError) as err:  # unreadable raw data, unreachable output, bad options
         raise UserError(str(err)) from err
-    return _report(result)
+    status = _report(result)
+    empty = writer.empty_splits(result, args.split, args.raw)
+    if status == 0 and empty:
+        raise UserError("no rows for a requested split: " + "; ".join(empty))
+    return status
 
 
 def _report(result: Any) -> int:

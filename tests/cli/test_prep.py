@@ -3,6 +3,7 @@ that ``pose3d prep inspect`` uses."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,69 @@ def test_missing_raw_dir_is_one_line_exit_2(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip() == f"pose3d prep: error: --raw {missing}: no such folder"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        (
+            "h36m",
+            ["raw layout", "MyPoseFeatures/D3_Positions_mono", "annotation_body3d/fps10/h36m_<split>.npz"],
+        ),
+        (
+            "mpii",
+            [
+                "raw layout",
+                "mpii_human_pose_v1_u12_1.mat",
+                "annot/{train,valid}.h5",
+                "annot/{train,valid}.json",
+            ],
+        ),
+        (
+            "3dhp",
+            [
+                "raw layout",
+                "TS<n>/annot_data.mat",
+                "S<n>/Seq<m>/annot.mat",
+                "video_<k>.avi",
+                "train_cameras=",
+            ],
+        ),
+    ],
+)
+def test_reader_help_shows_the_raw_layout(dataset, expected, capsys):
+    from pose3d.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["prep", dataset, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for fragment in expected:
+        assert fragment in text, fragment
+
+
+def test_bad_inputs_fail_in_seconds_before_ray(tmp_path):
+    """An annotation of an unknown format, or a path option that names nothing, ends with exit 2 and
+    the file named, before Ray starts (no Ray banner, nothing written)."""
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "labels.csv").write_text("image,x,y\n")
+    out = tmp_path / "out"
+    start = time.monotonic()
+    res = _pose3d(
+        "prep", "mpii", "--raw", str(tmp_path / "raw"), "--out", str(out), "-O", "annotation=labels.csv"
+    )
+    assert res.returncode == 2, res.stderr
+    error = res.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"pose3d prep: error: mpii: {tmp_path / 'raw' / 'labels.csv'} is not an MPII")
+    assert "pose-hg-train's HDF5 annot/{train,valid}.h5" in error and "HRNet/mmpose JSON" in error
+    res = _pose3d(
+        "prep", "3dhp", "--raw", str(tmp_path / "raw"), "--out", str(out), "-O", "npz=annotations/x.npz"
+    )
+    assert res.returncode == 2
+    missing = tmp_path / "raw" / "annotations" / "x.npz"
+    assert res.stderr.strip() == f"pose3d prep: error: -O npz=annotations/x.npz: no such file {missing}"
+    assert time.monotonic() - start < 30  # Ray's start-up alone is ~20 s on 2 cores
+    assert "Ray" not in res.stderr and not out.exists()
 
 
 def test_inspect_refuses_empty_folders_and_unknown_schemas(tmp_path):
@@ -150,6 +214,32 @@ def test_prep_job_through_the_command(tmp_path):
     )
     assert "h36m: 4 quarantined" in res.stdout
     assert len(list((out / "h36m" / "train").glob("*.parquet"))) == 8  # 4 rows per task, 3 per shard
+
+
+@pytest.mark.slow
+def test_prep_without_images_exits_2_and_says_why(fixtures_dir, tmp_path):
+    """The fixture's MPII JSON without its images: every person is quarantined as a missing image
+    (no OpenCV warning per file), the report's path is printed, and the empty split is exit 2."""
+    raw = tmp_path / "raw"
+    (raw / "annot").mkdir(parents=True)
+    (raw / "images").mkdir()
+    rows = (fixtures_dir / "mpii" / "test_mpii.json").read_text()
+    (raw / "annot" / "valid.json").write_text(rows)
+    first = json.loads(rows)[0]["image"]
+    out = tmp_path / "out"
+    res = _pose3d(
+        "prep", "mpii", "--raw", str(raw), "--out", str(out), "--split", "val", "--num-cpus", "4", timeout=300
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    report = out / "mpii" / "quarantine.jsonl"
+    assert "mpii: 5 quarantined (missing image 5)" in res.stdout
+    assert f"mpii: quarantine report (each record, its file and reason): {report}" in res.stdout
+    assert res.stderr.strip().splitlines()[-1] == (
+        "pose3d prep: error: no rows for a requested split: mpii/val: 0 of 5 rows: missing image 5 "
+        f"(first: {raw}/images/{first}); every record is listed in {report}"
+    )
+    assert "[ WARN" not in res.stderr and "imread" not in res.stderr  # OpenCV's log lines
+    assert len(report.read_text().splitlines()) == 5
 
 
 # --- object storage (a real S3 server on loopback: SeaweedFS) ----------------------------------

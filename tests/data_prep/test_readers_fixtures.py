@@ -520,7 +520,10 @@ def test_3dhp_official_layout(tmp_path: Path):
         np.testing.assert_array_equal(s.joints_2d[9], p2[n, 0])  # head_top <- 0
         np.testing.assert_array_equal(s.joints_2d[6], p2[n, 14])  # pelvis <- 14
         thorax = (p3[n, 2] + p3[n, 5]) / 2
-        np.testing.assert_allclose(s.joints_2d[THORAX], thorax[:2] / thorax[2] * f + c, atol=1e-9)
+        np.testing.assert_allclose(s.joints_3d[THORAX], thorax, atol=1e-9)  # the kept univ_annot3
+        # its 2D: the projection of the annot3 thorax (annot2 is annot3's projection, not univ's)
+        metric = thorax + 1000.0
+        np.testing.assert_allclose(s.joints_2d[THORAX], metric[:2] / metric[2] * f + c, atol=1e-9)
         assert (s.subject, s.group, s.annotation_3d) == ("TS1", "studio_gs", "univ_annot3")
         assert s.source_path == f"TS1/imageSequence/img_{n + 1:06d}.jpg"
     assert [s.action for s in samples] == ["Exercise", "On the Floor"]
