@@ -1,5 +1,5 @@
 """``pose3d eval``: score a checkpoint on shard sets (Ray Data batch inference) and write the paper's
-tables (JSON, Markdown) and figures; ``pose3d predict``: one image -> 2D overlay + 3D skeleton.
+tables (JSON, Markdown) and figures. (``pose3d predict`` is ``pose3d.cli.predict``.)
 
 The command line only: arguments, errors as ``UserError``, progress and printing. The work is
 ``pose3d.eval``'s (``predict``, ``batch``, ``score``, ``report``).
@@ -8,7 +8,6 @@ The command line only: arguments, errors as ``UserError``, progress and printing
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pose3d import storage
+from pose3d.cli.common import load_checkpoint_model, torch_device
 from pose3d.cli.errors import UserError
 from pose3d.infra.ray_session import add_ray_arguments
 
@@ -25,9 +25,6 @@ MPJPE table, mpii and synthetic_wild PCKh per joint, 3dhp and synthetic_wild_tes
 group; every dataset gets bone symmetry and a grid of sample predictions.
 For real MPI-INF-3DHP pass --shift-pelvis-hips 0.2 (the paper's pelvis correction; the value is
 recalled, not verified). Writes OUT/report.json, OUT/report.md and OUT/*.png."""
-
-#: Output extensions ``pose3d predict`` can write.
-FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,54 +61,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="with --in-memory: torch device (default cuda when present, else cpu)")
     add_ray_arguments(p)
     p.set_defaults(handler=run_eval)
-
-    q = subparsers.add_parser(
-        "predict",
-        help="predict one image's 2D and 3D pose and draw them",
-        description="Crop the person (--box, else the whole image), run the network, and write the "
-        "image with its 2D skeleton beside the 3D skeleton.",
-    )
-    q.add_argument("image", help="an image file (JPEG, PNG...)")
-    q.add_argument("--checkpoint", required=True, help="checkpoint folder (local or s3://...)")
-    q.add_argument(
-        "--out", default="pred.png", help="figure to write (.png, .jpg, .pdf, .svg; default pred.png)"
-    )
-    q.add_argument(
-        "--box",
-        nargs=4,
-        type=float,
-        metavar=("X1", "Y1", "X2", "Y2"),
-        help="the person's box in image px (default: the whole image)",
-    )
-    q.add_argument(
-        "--margin",
-        type=float,
-        default=1.1,
-        help="the network sees a square of this many times the box's longer side "
-        "(default 1.1, about the training crops' framing for a tight person box)",
-    )
-    q.add_argument("--flip-test", action="store_true", help="average with the mirrored image's outputs")
-    q.add_argument("--json", help="also write the joints (image px, mm) to this JSON file")
-    q.add_argument("--device", help="torch device (default cuda when present, else cpu)")
-    q.set_defaults(handler=run_predict)
-
-
-# --- shared ------------------------------------------------------------------------------------
-
-
-def _device(name: str | None) -> str:
-    import torch
-
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _load_model(checkpoint: str, device: str):
-    from pose3d.model.io import load_model
-
-    try:
-        return load_model(checkpoint, map_location=device)
-    except (FileNotFoundError, OSError, KeyError, RuntimeError) as err:
-        raise UserError(f"--checkpoint {checkpoint}: cannot load a pose3d checkpoint ({err})") from None
 
 
 class Progress:
@@ -159,8 +108,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from pose3d.eval.score import score_prediction_set
     from pose3d.schema import ShardSchemaError
 
-    device = _device(args.device) if args.in_memory else "cpu"
-    model = _load_model(args.checkpoint, device)  # checked here, before any Ray start
+    device = torch_device(args.device) if args.in_memory else "cpu"
+    model = load_checkpoint_model(args.checkpoint, device)  # checked here, before any Ray start
     cfg = model.config
     data = [storage.absolute(d) for d in args.data]  # Ray workers do not run in this folder
     checkpoint = storage.absolute(args.checkpoint)
@@ -254,36 +203,3 @@ def _print_summary(report: dict[str, Any]) -> None:
         elif s.get("pck2d") is not None:
             parts.append(f"2D PCK {100 * s['pck2d']:.1f} %")
         print(f"{name}: " + ", ".join(parts))
-
-
-# --- pose3d predict --------------------------------------------------------------------------------
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    import cv2
-
-    from pose3d.eval.predict import image_prediction_record, predict_image
-    from pose3d.eval.report import prediction_figure
-
-    out = Path(args.out)
-    if out.suffix.lower() not in FIGURE_SUFFIXES:
-        raise UserError(f"--out {out}: the figure must end in one of {', '.join(FIGURE_SUFFIXES)}")
-    if not args.margin > 0:
-        raise UserError(f"--margin must be positive, got {args.margin}")
-    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"{args.image}: not a readable image")
-    if args.box:
-        x1, y1, x2, y2 = args.box
-        if not (x2 > x1 and y2 > y1):
-            raise UserError(f"--box {x1:g} {y1:g} {x2:g} {y2:g}: needs x2 > x1 and y2 > y1")
-    device = _device(args.device)
-    model = _load_model(args.checkpoint, device)
-    result = predict_image(model, image, args.box, args.margin, device=device, flip_test=args.flip_test)
-    title = f"{Path(args.image).name}" + (" (flip test)" if args.flip_test else "")
-    prediction_figure(out, image, result, title)
-    if args.json:
-        record = image_prediction_record(result, args.image, args.margin, args.flip_test)
-        storage.write_text(args.json, json.dumps(record, indent=2) + "\n")
-    print(f"predicted {args.image} -> {out}" + (f", {args.json}" if args.json else ""))
-    return 0

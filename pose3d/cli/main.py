@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pose3d.cli.train",
     "pose3d.cli.submit",
     "pose3d.cli.eval",
+    "pose3d.cli.predict",
     "pose3d.cli.export",
     "pose3d.cli.tune",
     "pose3d.cli.bench",

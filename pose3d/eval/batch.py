@@ -5,6 +5,9 @@ set back to the driver as numpy (``pose3d.eval.predict.add_predictions`` rows), 
 
 The same functions as the in-memory path (``predict.prepare_rows``, ``predict.add_predictions``)
 run inside the tasks and actors, so both paths give the same numbers.
+
+``predict_photos_ray`` does the same for ``pose3d predict --ray``: image files -> read and crop (CPU
+tasks) -> ``PhotoModelActor`` -> outputs written by CPU tasks, the steps of ``pose3d.eval.photos``.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from pose3d.data import shards
+from pose3d.eval import photos
 from pose3d.eval.predict import (
     EVAL_COLUMNS,
     LABEL_COLUMNS,
@@ -155,3 +159,88 @@ def predict_dataset(
     for name in LABEL_COLUMNS:  # Arrow strings come back as object arrays
         preds[name] = preds[name].astype(str)
     return drop_undecoded(preds)
+
+
+# --- images (``pose3d predict --ray``) --------------------------------------------------------------
+
+
+class PhotoModelActor(ModelActor):
+    """Ray Data actor for ``pose3d predict --ray``: ``photos.predict_people_batch`` on batches of
+    ``photos.read_and_crop`` rows, the crops of a batch through the network ``batch_size`` at a time."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return photos.predict_people_batch(
+            self.model,
+            batch,
+            self.device,
+            flip_test=self.flip_test,
+            batch_size=self.batch_size,
+            autocast=self.autocast,
+        )
+
+
+def predict_photos_ray(
+    checkpoint: str,
+    rows: Sequence[dict[str, str]],
+    out: str,
+    *,
+    input_size: int,
+    margin: float,
+    flip_test: bool = False,
+    batch_size: int = 32,
+    figures: bool = True,
+    actors: int | None = None,
+    cpus_per_actor: float = 2.0,
+    use_gpu: bool | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """``photos.predict_photos`` with Ray Data (Ray must be initialized): image rows
+    (``photos.image_rows``) -> read and crop (CPU tasks) -> a pool of ``PhotoModelActor`` (one GPU
+    each when the cluster has GPUs, else CPU) -> the outputs written by CPU tasks. Yields
+    ``photos.write_outputs``'s summary batches as they arrive.
+
+    ``checkpoint``, the images' paths and ``out`` must be readable (writable) from every node: local
+    paths on one machine; on a cluster a shared filesystem (``out`` may also be s3://...).
+    ``batch_size``: images per task and actor call, and crops per forward pass. ``actors``: default
+    one per GPU, or 1 on CPU. ``use_gpu``: default when the cluster has GPUs.
+    """
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    use_gpu = gpus > 0 if use_gpu is None else use_gpu
+    if use_gpu and gpus == 0:
+        raise ValueError("use_gpu is set but the Ray cluster has no GPU")
+    pool = actors or (gpus if use_gpu else 1)
+    log.info("predict: %d images, %d model actor(s) on %s", len(rows), pool, "GPU" if use_gpu else "CPU")
+    # Blocks of a batch each, so images flow through the stages batch by batch (see predict_dataset).
+    ds = ray.data.from_items(list(rows), override_num_blocks=max(1, -(-len(rows) // batch_size)))
+    ds = ds.map_batches(
+        photos.read_and_crop,
+        fn_kwargs={"input_size": input_size, "margin": margin},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+    )
+    ds = ds.map_batches(
+        PhotoModelActor,
+        fn_constructor_kwargs={
+            "checkpoint": checkpoint,
+            "flip_test": flip_test,
+            "batch_size": batch_size,
+            "use_gpu": use_gpu,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool),
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=1 if use_gpu else cpus_per_actor,
+    )
+    ds = ds.map_batches(
+        photos.write_outputs,
+        fn_kwargs={"out": out, "margin": margin, "flip_test": flip_test, "figures": figures},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+    )
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        if len(batch["name"]):
+            yield {k: np.asarray(v) for k, v in batch.items()}

@@ -1,7 +1,8 @@
 """Running the network for evaluation: shard rows -> network input and labels (``prepare_rows``) ->
 a prediction set (``add_predictions``), in memory (``predict_in_memory``) or inside Ray Data
 (``pose3d.eval.batch``, the same functions in its tasks and actors); and one image -> its 2D and 3D
-pose (``predict_image``, ``pose3d predict``).
+pose (``predict_image``), or the people in boxes of one image, their crops batched
+(``predict_people``; ``pose3d.eval.photos`` runs it over many images for ``pose3d predict``).
 
 A prediction set is a dict of per-row numpy arrays: ``prepare_rows``'s labels plus pred_joints
 (n, 16, 2) output px and pred_depth (n, 16) normalized depth. ``pose3d.eval.score`` scores it.
@@ -96,22 +97,24 @@ def flip_back(heatmaps: torch.Tensor, depth: torch.Tensor | None) -> tuple[torch
 
 
 @torch.no_grad()
-def predict(
+def predict_outputs(
     model: torch.nn.Module,
     images: np.ndarray,
     device: torch.device | str = "cpu",
     batch_size: int = 32,
     autocast: Any = None,
     flip_test: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the network. images (N, 3, S, S) uint8 RGB. Returns 2D joints (N, 16, 2) float64 output px
-    (quarter-pixel steps) from the last stack's heatmaps and normalized depth (N, 16) float32.
+    (quarter-pixel steps) from the last stack's heatmaps, their heatmap peak values (N, 16) float32
+    (the training targets peak at 1) and normalized depth (N, 16) float32.
 
-    ``flip_test``: each image and its mirror go through the network together; the mirror's heatmaps
-    and depths are flipped back (``flip_back``) and averaged with the image's before decoding."""
+    ``batch_size`` images go through the network together. ``flip_test``: each image and its mirror
+    go through together; the mirror's heatmaps and depths are flipped back (``flip_back``) and
+    averaged with the image's before decoding."""
     was_training = model.training
     model.eval()
-    joints, depth = [], []
+    joints, peaks, depth = [], [], []
     try:
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(images[i : i + batch_size]).to(device).float().div_(255.0)
@@ -124,14 +127,30 @@ def predict(
             if flip_test:
                 maps_back, dep_back = flip_back(maps[n:], dep[n:])
                 maps, dep = (maps[:n] + maps_back) / 2, (dep[:n] + dep_back) / 2
-            j2d, _ = decode.heatmaps_to_joints(maps.cpu().numpy())
+            j2d, peak = decode.heatmaps_to_joints(maps.cpu().numpy())
             joints.append(j2d)
+            peaks.append(peak.astype(np.float32))
             depth.append(dep.cpu().numpy())
     finally:
         model.train(was_training)
-    if not joints:  # no images (an empty Ray Data block)
-        return np.zeros((0, skeleton.NUM_JOINTS, 2)), np.zeros((0, skeleton.NUM_JOINTS), np.float32)
-    return np.concatenate(joints), np.concatenate(depth)
+    if not joints:  # no images (an empty Ray Data block, an image without people)
+        j = skeleton.NUM_JOINTS
+        return np.zeros((0, j, 2)), np.zeros((0, j), np.float32), np.zeros((0, j), np.float32)
+    return np.concatenate(joints), np.concatenate(peaks), np.concatenate(depth)
+
+
+def predict(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    autocast: Any = None,
+    flip_test: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``predict_outputs`` without the peak values: 2D joints (N, 16, 2) float64 output px and
+    normalized depth (N, 16) float32."""
+    joints, _, depth = predict_outputs(model, images, device, batch_size, autocast, flip_test)
+    return joints, depth
 
 
 def add_predictions(
@@ -204,59 +223,151 @@ def predict_in_memory(
     return drop_undecoded(concat_prediction_sets(parts))
 
 
-# --- one image (``pose3d predict``) ------------------------------------------------------------------
+# --- people in images (``pose3d predict``) -----------------------------------------------------------
+
+
+#: The network sees the square of this many times a person box's longer side (about the training
+#: crops' framing for a tight person box).
+DEFAULT_MARGIN = 1.1
 
 
 @dataclass
 class ImagePrediction:
-    """The pose of the person in one image.
+    """The pose of one person in an image.
 
     joints_2d (16, 2) image px, pixel centres at integers; pose_mm (16, 3) mm, root-relative camera
-    axes at the canonical skeleton's scale; box (x1, y1, x2, y2) image px, corner coordinates.
+    axes at the canonical skeleton's scale; box (x1, y1, x2, y2) image px, corner coordinates;
+    joint_scores (16,) the heatmap peak of each joint (the training targets peak at 1), or None.
     """
 
     joints_2d: np.ndarray
     pose_mm: np.ndarray
     box: tuple[float, float, float, float]
+    joint_scores: np.ndarray | None = None
+
+
+@dataclass
+class PeoplePrediction:
+    """The poses of K people in one image, as arrays (K may be 0).
+
+    boxes (K, 4) x1, y1, x2, y2 image px, corner coordinates (pixel i spans [i, i + 1));
+    joints_2d (K, 16, 2) image px, pixel centres at integers; joint_scores (K, 16) heatmap peaks;
+    pose_mm (K, 16, 3) mm, root (pelvis) at the origin, camera axes (x right, y down, z away from
+    the camera) at the canonical skeleton's scale; box_scores (K,) the detector's scores, NaN where
+    a box has none.
+    """
+
+    boxes: np.ndarray
+    joints_2d: np.ndarray
+    joint_scores: np.ndarray
+    pose_mm: np.ndarray
+    box_scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def person(self, k: int) -> ImagePrediction:
+        """Person ``k`` as an ``ImagePrediction``."""
+        box = tuple(float(v) for v in self.boxes[k])
+        return ImagePrediction(self.joints_2d[k], self.pose_mm[k], box, self.joint_scores[k])  # type: ignore[arg-type]
+
+
+def check_boxes(boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Person boxes (K, 4) x1, y1, x2, y2 -> float64 (K, 4). Raises ValueError naming the first box
+    that is not finite or has x2 <= x1 or y2 <= y1."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    bad = ~(np.isfinite(b).all(-1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+    if bad.any():
+        x1, y1, x2, y2 = b[int(np.argmax(bad))]
+        raise ValueError(f"box {x1:g} {y1:g} {x2:g} {y2:g}: needs finite x2 > x1 and y2 > y1")
+    return b
+
+
+def person_affines(boxes: np.ndarray, margin: float, input_size: int) -> np.ndarray:
+    """Image px -> network input px for each box: the square of ``margin`` times the box's longer
+    side around its centre. boxes (K, 4) corner coordinates. Returns (K, 2, 3)."""
+    if not margin > 0:
+        raise ValueError(f"margin must be positive, got {margin}")
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    # Corner coordinates -> pixel-centre coordinates (geometry's convention): the centre moves by -0.5.
+    centre = (b[:, :2] + b[:, 2:]) / 2 - 0.5
+    side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) * margin
+    return geometry.crop_affine(centre.reshape(-1, 2), side, input_size).reshape(-1, 2, 3)
+
+
+def crop_people(
+    image_bgr: np.ndarray, boxes: np.ndarray, margin: float, input_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The network inputs of the people in one image. image_bgr (H, W, 3) uint8 BGR; boxes (K, 4)
+    image px, corner coordinates. Returns crops (K, 3, S, S) uint8 RGB and their affines (K, 2, 3)
+    (image px -> input px); black outside the image."""
+    affines = person_affines(boxes, margin, input_size)
+    crops = np.zeros((len(affines), 3, input_size, input_size), np.uint8)
+    for k, affine in enumerate(affines):  # one resampling per person (OpenCV; the math is batched)
+        crops[k] = warp_crop(image_bgr, affine, input_size)[..., ::-1].transpose(2, 0, 1)
+    return crops, affines
+
+
+def outputs_to_image(
+    joints_out: np.ndarray, depth: np.ndarray, affines: np.ndarray, stride: float, output_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Network outputs of K crops -> 2D joints in the original image and root-relative 3D in mm.
+
+    joints_out (K, 16, 2) output px; depth (K, 16) normalized; affines (K, 2, 3) image px -> input
+    px. Returns joints_2d (K, 16, 2) image px and pose_mm (K, 16, 3) (``decode.to_3d_mm``: scaled to
+    the canonical bone-length sum, pelvis at the origin)."""
+    joints_in = geometry.output_to_input_px(joints_out, stride)
+    joints_img = geometry.apply_affine(joints_in, geometry.invert_affine(affines))
+    return joints_img, decode.to_3d_mm(joints_out, depth, output_size)
+
+
+def predict_people(
+    model: torch.nn.Module,
+    image_bgr: np.ndarray,
+    boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
+    margin: float = DEFAULT_MARGIN,
+    *,
+    box_scores: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    flip_test: bool = False,
+    batch_size: int = 32,
+    autocast: Any = None,
+) -> PeoplePrediction:
+    """The poses of the people in boxes (K, 4) (x1, y1, x2, y2 image px, corner coordinates; None:
+    the whole image is one person) of one image (H, W, 3) uint8 BGR. All K crops go through the
+    network ``batch_size`` at a time. Raises ValueError for an empty box or a non-positive margin."""
+    h, w = image_bgr.shape[:2]
+    b = check_boxes([[0.0, 0.0, float(w), float(h)]] if boxes is None else boxes)
+    cfg = model.config
+    crops, affines = crop_people(image_bgr, b, margin, cfg.input_size)
+    joints_out, peaks, depth = predict_outputs(model, crops, device, batch_size, autocast, flip_test)
+    joints_img, pose_mm = outputs_to_image(joints_out, depth, affines, cfg.stride, cfg.output_size)
+    scores = np.full(len(b), np.nan) if box_scores is None else np.asarray(box_scores, np.float64)
+    return PeoplePrediction(b, joints_img, peaks, pose_mm, scores)
 
 
 def predict_image(
     model: torch.nn.Module,
     image_bgr: np.ndarray,
     box: Sequence[float] | None = None,
-    margin: float = 1.1,
+    margin: float = DEFAULT_MARGIN,
     *,
     device: torch.device | str = "cpu",
     flip_test: bool = False,
 ) -> ImagePrediction:
-    """One image (H, W, 3) uint8 BGR -> its pose. The network sees the square of ``margin`` times the
-    longer side of ``box`` (x1, y1, x2, y2 image px, corner coordinates; default the whole image)
-    around the box's centre. Raises ValueError for an empty box or a non-positive margin."""
-    h, w = image_bgr.shape[:2]
-    # Boxes are in corner coordinates (pixel i spans [i, i + 1)); geometry puts pixel centres at integers.
-    x1, y1, x2, y2 = (float(v) for v in box) if box is not None else (0.0, 0.0, float(w), float(h))
-    if not (x2 > x1 and y2 > y1):
-        raise ValueError(f"box {x1:g} {y1:g} {x2:g} {y2:g}: needs x2 > x1 and y2 > y1")
-    if not margin > 0:
-        raise ValueError(f"margin must be positive, got {margin}")
-    cfg = model.config
-    centre = np.array([(x1 + x2) / 2 - 0.5, (y1 + y2) / 2 - 0.5])
-    side = max(x2 - x1, y2 - y1) * margin
-    affine = geometry.crop_affine(centre, side, cfg.input_size)
-    crop = warp_crop(image_bgr, affine, cfg.input_size)
-    batch = np.ascontiguousarray(crop[..., ::-1].transpose(2, 0, 1)[None])  # (1, 3, S, S) RGB
-    joints_out, depth = predict(model, batch, device, flip_test=flip_test)
-    joints_in = geometry.output_to_input_px(joints_out, cfg.stride)
-    joints_img = geometry.apply_affine(joints_in, geometry.invert_affine(affine))[0]  # (16, 2) image px
-    pose_mm = decode.to_3d_mm(joints_out, depth, cfg.output_size)[0]
-    return ImagePrediction(joints_img, pose_mm, (x1, y1, x2, y2))
+    """One image (H, W, 3) uint8 BGR -> the pose of one person. The network sees the square of
+    ``margin`` times the longer side of ``box`` (x1, y1, x2, y2 image px, corner coordinates;
+    default the whole image) around the box's centre. Raises ValueError for an empty box or a
+    non-positive margin. (``predict_people`` for several people at once.)"""
+    boxes = None if box is None else [list(box)]
+    return predict_people(model, image_bgr, boxes, margin, device=device, flip_test=flip_test).person(0)
 
 
 def image_prediction_record(
     result: ImagePrediction, image: str, margin: float, flip_test: bool
 ) -> dict[str, Any]:
-    """``pose3d predict --json``'s content: the joints (rounded to 0.01 px and 0.1 mm) and their units."""
-    return {
+    """One person's joints as JSON (rounded to 0.01 px and 0.1 mm) with their units."""
+    record = {
         "image": image,
         "box": list(result.box),
         "margin": margin,
@@ -269,3 +380,6 @@ def image_prediction_record(
             "joints_3d_mm": "root-relative camera axes at the canonical skeleton's scale",
         },
     }
+    if result.joint_scores is not None:
+        record["joint_scores"] = np.round(np.asarray(result.joint_scores, np.float64), 3).tolist()
+    return record

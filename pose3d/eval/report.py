@@ -29,7 +29,7 @@ import numpy as np
 
 from pose3d import geometry, metrics, skeleton, storage
 from pose3d.data.shards import rows_by_id
-from pose3d.eval.predict import EVAL_COLUMNS, ImagePrediction, prepare_rows
+from pose3d.eval.predict import EVAL_COLUMNS, ImagePrediction, PeoplePrediction, prepare_rows
 from pose3d.eval.score import RowScores
 from pose3d.schema import DATASETS, EVAL_KIND
 
@@ -544,15 +544,80 @@ def write_report(
 MAX_DISPLAY_SIDE = 900
 
 
-def prediction_figure(path: str | Path, image_bgr: np.ndarray, result: ImagePrediction, title: str) -> Path:
-    """One image (H, W, 3) uint8 BGR, shrunk to at most ``MAX_DISPLAY_SIDE`` px, with its predicted 2D
-    skeleton beside the 3D one (``pose3d predict``'s figure). Returns the figure's path."""
+def people_overlay(
+    image_bgr: np.ndarray, people: PeoplePrediction, max_side: int = MAX_DISPLAY_SIDE
+) -> np.ndarray:
+    """The image (H, W, 3) uint8 BGR, shrunk to at most ``max_side`` px, with each person's box
+    (numbered from 1, with the detector's score where there is one) and 2D skeleton drawn.
+    Returns (h, w, 3) uint8 BGR."""
     import cv2
 
-    from pose3d.viz import draw3d
+    from pose3d.viz import draw2d
 
     h, w = image_bgr.shape[:2]
-    shrink = min(1.0, MAX_DISPLAY_SIDE / max(h, w))
+    shrink = min(1.0, max_side / max(h, w))
     shown = cv2.resize(image_bgr, (round(w * shrink), round(h * shrink)), interpolation=cv2.INTER_AREA)
-    joints_shown = (result.joints_2d + 0.5) * shrink - 0.5
-    return draw3d.prediction_figure(path, shown[..., ::-1], joints_shown, result.pose_mm, title)
+    # Pixel centres at integers: x -> (x + 0.5) * shrink - 0.5; box corners scale plainly.
+    joints = (np.asarray(people.joints_2d, np.float64) + 0.5) * shrink - 0.5
+    boxes = np.asarray(people.boxes, np.float64) * shrink
+    thickness = max(1, int(round(max(shown.shape[:2]) / 300)))
+    for k in range(len(people)):
+        score = people.box_scores[k]
+        label = f"{k + 1}" + ("" if np.isnan(score) else f" {score:.2f}")
+        draw2d.draw_box(shown, boxes[k], label, thickness=thickness, copy=False)
+        draw2d.draw_skeleton(shown, joints[k], thickness=thickness, radius=thickness + 1, copy=False)
+    return shown
+
+
+def people_figure_png(image_bgr: np.ndarray, people: PeoplePrediction, title: str) -> bytes:
+    """``pose3d predict``'s figure of one image as PNG bytes: the image with every person's box and
+    2D skeleton (``people_overlay``) beside one 3D view per person, tick values in mm from the pelvis
+    (``draw3d.people_figure``). Needs at least one person."""
+    from pose3d.viz import draw3d
+
+    shown = people_overlay(image_bgr, people)
+    labels = [
+        f"person {k + 1}" + ("" if np.isnan(people.box_scores[k]) else f" ({people.box_scores[k]:.2f})")
+        for k in range(len(people))
+    ]
+    fig = draw3d.people_figure(shown[..., ::-1], people.pose_mm, labels, title)
+    return draw3d.figure_bytes(fig, "png")
+
+
+def prediction_figure(
+    path: str | Path, image_bgr: np.ndarray, result: ImagePrediction | PeoplePrediction, title: str
+) -> Path:
+    """One image (H, W, 3) uint8 BGR with one person (an ``ImagePrediction``) or several (a
+    ``PeoplePrediction``): ``people_figure_png`` written to ``path`` (local or a URI). Returns it."""
+    if isinstance(result, ImagePrediction):
+        scores = np.zeros(16, np.float32) if result.joint_scores is None else result.joint_scores
+        result = PeoplePrediction(
+            np.asarray([result.box], np.float64),
+            np.asarray(result.joints_2d)[None],
+            np.asarray(scores)[None],
+            np.asarray(result.pose_mm)[None],
+            np.full(1, np.nan),
+        )
+    storage.write_bytes(str(path), people_figure_png(image_bgr, result, title))
+    return Path(path)
+
+
+def photo_sheet(figures_png: Sequence[bytes], labels: Sequence[str], tile_width: int = 640) -> np.ndarray:
+    """A contact sheet of ``pose3d predict``'s figures (PNG bytes): each shrunk to ``tile_width`` px
+    wide under a band with its label, in a grid about as tall as wide. Returns (H, W, 3) uint8 BGR."""
+    import cv2
+
+    from pose3d.viz import draw2d
+
+    band = 24  # px of label above each figure, so the label never covers the figure's own title
+    tiles = []
+    for png, label in zip(figures_png, labels, strict=True):
+        img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        size = (tile_width, round(img.shape[0] * tile_width / img.shape[1]))
+        tile = np.full((size[1] + band, tile_width, 3), 255, np.uint8)
+        tile[band:] = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        cv2.putText(tile, label, (6, band - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    mean_h = float(np.mean([t.shape[0] for t in tiles]))
+    columns = max(1, min(len(tiles), int(np.ceil(np.sqrt(len(tiles) * mean_h / tile_width)))))
+    return draw2d.contact_sheet(tiles, columns=columns, pad=4)

@@ -1,8 +1,9 @@
 """Drawing 2D skeletons on images and tiling images into contact sheets (OpenCV, BGR uint8).
 
 Generic on purpose: the prep inspector, evaluation reports and ``pose3d predict`` all draw the 16
-joints the same way. The subject's right side is drawn in red, the left in blue, the spine and head
-in green; joints that are not visible, and bones with such an end, are not drawn.
+joints the same way (and ``pose3d predict`` its person boxes, ``draw_box``). The subject's right
+side is drawn in red, the left in blue, the spine and head in green; joints that are not visible,
+and bones with such an end, are not drawn.
 """
 
 from __future__ import annotations
@@ -76,6 +77,44 @@ def draw_skeleton(
         cv2.circle(
             out, _fixed_point(joints[i]), radius << _SUBPIXEL_BITS, color, -1, cv2.LINE_AA, _SUBPIXEL_BITS
         )
+    return out
+
+
+#: BGR colour of person boxes (yellow: apart from the skeleton's red, blue and green).
+BOX_COLOR: tuple[int, int, int] = (0, 215, 255)
+
+
+def draw_box(
+    image: np.ndarray,
+    box: Sequence[float],
+    label: str = "",
+    *,
+    color: tuple[int, int, int] = BOX_COLOR,
+    thickness: int = 2,
+    copy: bool = True,
+) -> np.ndarray:
+    """Draw a person box with an optional label above its top-left corner (inside the box when the
+    box touches the image's top edge).
+
+    image (H, W, 3) uint8 BGR; box (x1, y1, x2, y2) px of that image in corner coordinates (pixel i
+    spans [i, i + 1)). Returns the drawn image (a copy unless ``copy=False``).
+    """
+    out = image.copy() if copy else image
+    x1, y1, x2, y2 = (float(v) for v in box)
+    # Corner coordinates -> the pixel centres OpenCV draws on: the outline runs along the box's edge pixels.
+    p1 = _fixed_point(np.array([x1, y1]))
+    p2 = _fixed_point(np.array([x2 - 1.0, y2 - 1.0]))
+    cv2.rectangle(out, p1, p2, color, thickness, cv2.LINE_AA, _SUBPIXEL_BITS)
+    if label:
+        scale = max(0.4, thickness * 0.35)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thickness - 1))
+        x = int(round(max(0.0, x1)))
+        y = int(round(y1)) - 2 if y1 - th - base - 2 >= 0 else int(round(max(0.0, y1))) + th + base + 2
+        cv2.rectangle(out, (x, y - th - base), (x + tw + 4, y + base // 2), color, -1)
+        cv2.putText(
+            out, label, (x + 2, y - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+            max(1, thickness - 1), cv2.LINE_AA,
+        )  # fmt: skip
     return out
 
 

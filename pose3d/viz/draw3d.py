@@ -9,12 +9,14 @@ image's up as up, seen from slightly above and to the side.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MultipleLocator
 
 from pose3d import skeleton
 from pose3d.viz import draw2d
@@ -23,6 +25,9 @@ from pose3d.viz import draw2d
 VIEW_3D = (12.0, -72.0)
 #: Half the side of the 3D plot box around the root, mm (a standing person fits).
 HALF_EXTENT_MM = 1000.0
+#: Tick spacing of 3D views drawn with tick values, mm (400: no tick at the box's edges, where
+#: the labels of two axes would meet).
+TICK_STEP_MM = 400.0
 
 
 def _rgb(side: str) -> tuple[float, float, float]:
@@ -36,6 +41,16 @@ def _save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=dpi)
     return path
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 100) -> bytes:
+    """A figure encoded as ``fmt`` (png, jpg, pdf, svg), for writing through ``pose3d.storage``."""
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig)
+    # Fast PNG compression: zlib's default level costs more than drawing a many-panel figure.
+    options = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
+    fig.savefig(buf, format=fmt, dpi=dpi, **options)
+    return buf.getvalue()
 
 
 def bar_chart(
@@ -108,7 +123,9 @@ def draw_skeleton_3d(
             )
 
 
-def _setup_3d(ax, centre: np.ndarray) -> None:
+def _setup_3d(ax, centre: np.ndarray, *, ticks_mm: bool = False) -> None:
+    """Limits of ``HALF_EXTENT_MM`` around ``centre`` (3,) camera mm, the view, and the axes' labels:
+    bare, or with tick values every ``TICK_STEP_MM`` mm (``ticks_mm``)."""
     c = np.nan_to_num(centre)
     h = HALF_EXTENT_MM
     ax.set_xlim(c[0] - h, c[0] + h)
@@ -116,12 +133,21 @@ def _setup_3d(ax, centre: np.ndarray) -> None:
     ax.set_zlim(-c[1] - h, -c[1] + h)
     ax.set_box_aspect((1, 1, 1))
     ax.view_init(*VIEW_3D)
-    ax.set_xticklabels([])
-    ax.set_yticklabels([])
-    ax.set_zticklabels([])
-    ax.set_xlabel("x", labelpad=-12, fontsize=7)
-    ax.set_ylabel("depth", labelpad=-12, fontsize=7)
-    ax.set_zlabel("up", labelpad=-12, fontsize=7)
+    if not ticks_mm:
+        ax.set_xticklabels([])
+        ax.set_yticklabels([])
+        ax.set_zticklabels([])
+        ax.set_xlabel("x", labelpad=-12, fontsize=7)
+        ax.set_ylabel("depth", labelpad=-12, fontsize=7)
+        ax.set_zlabel("up", labelpad=-12, fontsize=7)
+        return
+    ax.xaxis.set_major_locator(MultipleLocator(TICK_STEP_MM))
+    ax.yaxis.set_major_locator(MultipleLocator(2 * TICK_STEP_MM))  # the short, foreshortened depth axis
+    ax.zaxis.set_major_locator(MultipleLocator(TICK_STEP_MM))
+    ax.tick_params(labelsize=5, pad=0)
+    ax.set_xlabel("x (mm)", labelpad=-6, fontsize=6)
+    ax.set_ylabel("depth (mm)", labelpad=-6, fontsize=6)
+    ax.set_zlabel("up (mm)", labelpad=-6, fontsize=6)
 
 
 def skeleton_grid(
@@ -173,28 +199,64 @@ def skeleton_grid(
     return _save(fig, path)
 
 
+def people_figure(
+    image_rgb: np.ndarray, poses_mm: np.ndarray, labels: Sequence[str] | None = None, title: str = ""
+) -> Figure:
+    """An image (already drawn on: boxes, 2D skeletons) beside one 3D view per person.
+
+    image_rgb (H, W, 3) uint8 RGB; poses_mm (K, 16, 3) root-relative camera mm (K >= 1); labels (K,)
+    the 3D views' titles (default "person k"). Each view spans ``HALF_EXTENT_MM`` around the root
+    (the pelvis) with tick values in mm; the views fill a grid of up to 3 rows beside the image.
+    Returns the (unsaved) figure.
+    """
+    poses = np.asarray(poses_mm, np.float64).reshape(-1, len(skeleton.JOINT_NAMES), 3)
+    k = len(poses)
+    if k == 0:
+        raise ValueError("no poses to draw")
+    rows = 1 if k <= 2 else 2 if k <= 6 else 3
+    cols = int(np.ceil(k / rows))
+    height = max(4.8, 2.7 * rows)
+    h, w = image_rgb.shape[:2]
+    image_width = height * w / h
+    cell = height / rows
+    fig = Figure(figsize=(image_width + cols * cell, height))
+    # Fixed margins rather than tight_layout, which measures every 3D axis (a quarter of the time).
+    grid = fig.add_gridspec(
+        rows,
+        1 + cols,
+        width_ratios=[image_width] + [cell] * cols,
+        left=0.01,
+        right=0.97,
+        bottom=0.06,
+        top=0.93,
+        wspace=0.25,
+        hspace=0.3,
+    )
+    ax_img = fig.add_subplot(grid[:, 0])
+    ax_img.imshow(image_rgb)
+    ax_img.set_axis_off()
+    ax_img.set_title(title or "2D prediction", fontsize=9)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        ax = fig.add_subplot(grid[r, 1 + c], projection="3d")
+        draw_skeleton_3d(ax, poses[i])
+        _setup_3d(ax, np.zeros(3), ticks_mm=True)
+        name = labels[i] if labels is not None else f"person {i + 1}"
+        ax.set_title(f"{name}: 3D, mm from the pelvis", fontsize=7)
+    return fig
+
+
 def prediction_figure(
     path: str | Path, image_rgb: np.ndarray, joints_2d: np.ndarray, pred_3d_mm: np.ndarray, title: str = ""
 ) -> Path:
     """One image with its predicted 2D skeleton (joints_2d (16, 2) px of ``image_rgb``) beside the
-    predicted 3D skeleton (16, 3) mm. Returns the PNG path."""
+    predicted 3D skeleton (16, 3) root-relative mm, with mm ticks. Returns the PNG path."""
     h, w = image_rgb.shape[:2]
     thickness = max(1, int(round(max(h, w) / 250)))
     drawn = draw2d.draw_skeleton(
         np.ascontiguousarray(image_rgb[..., ::-1]), joints_2d, thickness=thickness, radius=thickness + 2
     )[..., ::-1]
-    aspect = w / h
-    fig = Figure(figsize=(4.5 * aspect + 4.8, 4.8))
-    ax_img = fig.add_subplot(1, 2, 1)
-    ax_img.imshow(drawn)
-    ax_img.set_axis_off()
-    ax_img.set_title(title or "2D prediction", fontsize=9)
-    ax_3d = fig.add_subplot(1, 2, 2, projection="3d")
-    draw_skeleton_3d(ax_3d, pred_3d_mm)
-    _setup_3d(ax_3d, np.asarray(pred_3d_mm).mean(0))
-    ax_3d.set_title("3D prediction (canonical scale, mm)", fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(people_figure(drawn, np.asarray(pred_3d_mm)[None], ["person"], title), path)
 
 
 def spread_rows(values: np.ndarray, k: int) -> np.ndarray:

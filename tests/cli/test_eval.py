@@ -1,4 +1,4 @@
-"""``pose3d eval`` and ``pose3d predict`` run as a user runs them (the console script in a subprocess)
+"""``pose3d eval`` runs as a user runs it (the console script in a subprocess)
 on a small untrained network and shard sets of the three kinds: the Ray Data path and the in-memory
 path give the same report; the report has its sections and figures; errors exit 2 naming the path."""
 
@@ -144,46 +144,9 @@ def test_eval_ray_data_matches_in_memory_and_writes_the_report(setup, tmp_path):
         assert f"({name}.png)" in md
 
 
-def test_predict_draws_one_image(setup, tmp_path):
-    crop = cv2.imdecode(np.frombuffer(make_rows(1, has_3d=False, seed=5)["image_jpeg"][0], np.uint8), 1)
-    image = cv2.copyMakeBorder(cv2.resize(crop, (96, 96)), 10, 30, 40, 0, cv2.BORDER_CONSTANT)  # 136 x 136
-    path = tmp_path / "person.jpg"
-    cv2.imwrite(str(path), image)
-    run = _run(
-        "predict",
-        str(path),
-        "--checkpoint",
-        setup["ckpt"],
-        "--out",
-        str(tmp_path / "pred.png"),
-        "--box",
-        "40",
-        "10",
-        "136",
-        "106",
-        "--flip-test",
-        "--json",
-        str(tmp_path / "pred.json"),
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    _png_ok(tmp_path / "pred.png")
-    result = json.loads((tmp_path / "pred.json").read_text())
-    joints = np.array(result["joints_2d_px"])
-    assert joints.shape == (16, 2) and np.isfinite(joints).all()
-    # Decoded joints lie on the output map, so in the image they lie within the network's view:
-    # the box's square (side 96 x 1.1) around its centre (87.5, 57.5).
-    assert np.all(np.abs(joints - [87.5, 57.5]) <= 96 * 1.1 / 2 + 1)
-    assert np.array(result["joints_3d_mm"]).shape == (16, 3)
-
-
 def test_bad_inputs_exit_2_naming_them(setup, tmp_path):
     missing = str(tmp_path / "no_such_checkpoint")
     run = _run("eval", "--checkpoint", missing, "--data", setup["lab"], "--out", str(tmp_path / "r"))
-    assert run.returncode == 2 and missing in run.stderr and "Traceback" not in run.stderr
-    run = _run("predict", str(tmp_path / "x.jpg"), "--checkpoint", setup["ckpt"])
-    assert run.returncode == 2 and "x.jpg" in run.stderr and "Traceback" not in run.stderr
-    cv2.imwrite(str(tmp_path / "y.jpg"), np.full((20, 20, 3), 128, np.uint8))
-    run = _run("predict", str(tmp_path / "y.jpg"), "--checkpoint", missing)
     assert run.returncode == 2 and missing in run.stderr and "Traceback" not in run.stderr
     no_data = str(tmp_path / "no_such_shards")
     run = _run("eval", "--checkpoint", setup["ckpt"], "--data", no_data, "--out", str(tmp_path / "r"))
