@@ -314,7 +314,6 @@ def check_inputs(raw: str, options: dict[str, Any]) -> None:
 def _run_reader(args: argparse.Namespace) -> int:
     from data_prep import writer
 
-    check_inputs(args.raw, {})
     options = parse_options(args.options)
     _check_out(args.out)
     config = _writer_config(args)

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         model, summary = import_authors_weights(source)
     except (FileNotFoundError, UnsafeCheckpointError, AuthorsWeightsError) as err:
         raise UserError(str(err)) from None
+    except OSError as err:  # unreadable (permissions, a folder)
+        raise UserError(f"{source}: cannot read ({err.strerror or err})") from None
     config = summary["model_config"]
     try:
         save_model(out, model, config)

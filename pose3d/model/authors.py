@@ -133,6 +133,20 @@ def _no_backend() -> None:
     return None
 
 
+class _Call:
+    """A callable a file may name. Unpickling gets a fresh one each time, and pickle's BUILD on it is
+    refused, so a file cannot alter what later lookups call."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise AuthorsWeightsError("the file tries to alter a function it names")
+
+
 #: Functions and classes a file may name, each mapped to what unpickling calls instead.
 _CALLABLES: dict[tuple[str, str], Callable[..., Any]] = {
     ("collections", "OrderedDict"): OrderedDict,
@@ -167,7 +181,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) in _RECORD_CLASSES:
             return _RECORD_CLASSES[module, name]
         if (module, name) in _CALLABLES:
-            return _CALLABLES[module, name]
+            return _Call(_CALLABLES[module, name])
         if module in ("torch", "torch.cuda") and name in STORAGE_DTYPES:
             return _StorageType(name)
         raise UnsafeCheckpointError(
@@ -250,20 +264,25 @@ def _storages(obj: Any) -> Iterator[_Storage]:
 
 
 def _materialize(record: _Tensor, data: dict[str, bytes], source: str) -> torch.Tensor:
+    """A tensor record -> a CPU tensor copied out of its storage; offsets, sizes and strides are
+    checked to stay inside the storage first (they come from the file)."""
     storage = record.storage
     if storage.key not in data:
         raise AuthorsWeightsError(f"{source}: storage {storage.key} is missing from the file")
-    flat = np.frombuffer(data[storage.key], storage.dtype)
+    raw = data[storage.key]
+    flat = np.frombuffer(raw, storage.dtype, count=len(raw) // storage.dtype.itemsize)
     start = storage.offset + record.offset
     count = math.prod(record.size)
-    last = (
-        start + sum((n - 1) * s for n, s in zip(record.size, record.stride, strict=True)) if count else start
-    )
-    if last >= len(flat) and count:
+    if len(record.size) != len(record.stride) or min((start, *record.size, *record.stride)) < 0:
+        raise AuthorsWeightsError(f"{source}: a tensor record with a negative offset, size or stride")
+    reach = sum((n - 1) * s for n, s in zip(record.size, record.stride, strict=True))
+    if count and (start + reach >= len(flat) or count > len(flat)):
         raise AuthorsWeightsError(f"{source}: a tensor of shape {record.size} reads past its storage")
+    if not count:
+        return torch.from_numpy(np.zeros(record.size, storage.dtype))
     strides = tuple(s * storage.dtype.itemsize for s in record.stride)
-    array = np.lib.stride_tricks.as_strided(flat[start:], record.size, strides) if count else flat[:0]
-    return torch.from_numpy(np.array(array.reshape(record.size), copy=True))
+    array = np.lib.stride_tricks.as_strided(flat[start:], record.size, strides)
+    return torch.from_numpy(np.array(array, copy=True))
 
 
 def _flatten_module(record: _Record, prefix: str, out: dict[str, _Tensor]) -> None:
@@ -290,15 +309,25 @@ def read_authors_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{source}: no such file")
     try:
-        if zipfile.is_zipfile(path):
-            obj, data = _read_zip(path, source)
-        else:
-            with open(path, "rb") as file:
-                obj, data = _read_legacy(file, source)
-    except (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError) as err:
-        if isinstance(err, (UnsafeCheckpointError, AuthorsWeightsError)):
-            raise
+        return _read_state_dict(path, source)
+    except (UnsafeCheckpointError, AuthorsWeightsError):
+        raise
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, zipfile.BadZipFile) as err:  # fmt: skip
         raise AuthorsWeightsError(f"{source}: not a readable PyTorch checkpoint ({err})") from None
+
+
+def _read_state_dict(path: Path, source: str) -> dict[str, torch.Tensor]:
+    """``read_authors_state_dict`` past its error handling (which wraps what this raises)."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    if zipfile.is_zipfile(path):
+        obj, data = _read_zip(path, source)
+    elif head == b"PK\x03\x04":
+        raise AuthorsWeightsError(f"{source}: a corrupt or truncated zip checkpoint")
+    else:
+        with open(path, "rb") as file:
+            obj, data = _read_legacy(file, source)
     records: dict[str, _Tensor] = {}
     if isinstance(obj, _Record):
         _flatten_module(obj, "", records)

@@ -10,11 +10,13 @@ them.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import sys
 import types
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +296,35 @@ def test_a_file_naming_anything_else_is_refused_and_nothing_runs(tmp_path, zip_l
     assert not marker.exists()
 
 
+class _TensorRecord:
+    """Pickles as a tensor record with the given size and stride over a 4-element storage."""
+
+    def __init__(self, size, stride) -> None:
+        self.size, self.stride = size, stride
+
+    def __reduce__(self):
+        with warnings.catch_warnings():  # a typed storage is what torch's legacy writer names
+            warnings.simplefilter("ignore")
+            storage = torch.zeros(4).storage()
+        return (torch._utils._rebuild_tensor_v2, (storage, 0, self.size, self.stride, False, OrderedDict()))
+
+
+@pytest.mark.parametrize(("size", "stride"), [((4,), (-1,)), ((1000,), (0,)), ((8,), (1,))],
+                         ids=["negative-stride", "zero-stride-overreach", "past-the-end"])  # fmt: skip
+def test_a_tensor_record_outside_its_storage_is_refused(tmp_path, size, stride):
+    path = tmp_path / "crafted.pth"
+    torch.save({"w": _TensorRecord(size, stride)}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(authors.AuthorsWeightsError, match="negative|past its storage"):
+        authors.read_authors_state_dict(path)
+
+
+def test_a_file_cannot_alter_the_functions_it_may_name(tmp_path):
+    # GLOBAL torch._utils _rebuild_parameter, then BUILD with a state: pickle would setattr on it
+    data = b"\x80\x02ctorch._utils\n_rebuild_parameter\n}X\x01\x00\x00\x00aK\x01sb."
+    with pytest.raises(authors.AuthorsWeightsError, match="alter a function"):
+        authors._RestrictedUnpickler(io.BytesIO(data), "crafted").load()
+
+
 def test_files_that_are_not_their_network_say_why(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         authors.read_authors_state_dict(tmp_path / "missing.pth")
@@ -307,6 +338,18 @@ def test_files_that_are_not_their_network_say_why(tmp_path):
         authors.AuthorsWeightsError, match="no conv1_.weight: not the authors' HourglassNet3D"
     ):
         authors.authors_to_posenet(authors.read_authors_state_dict(other), str(other))
+    truncated = tmp_path / "truncated.pth"
+    torch.save(
+        _their_network(stacks=1, feats=16).state_dict(), truncated, _use_new_zipfile_serialization=False
+    )
+    truncated.write_bytes(truncated.read_bytes()[:-1001])
+    with pytest.raises(authors.AuthorsWeightsError, match="truncated.pth: not a readable"):
+        authors.read_authors_state_dict(truncated)
+    zipped = tmp_path / "cut.pth"
+    torch.save({"w": torch.zeros(3)}, zipped)
+    zipped.write_bytes(zipped.read_bytes()[:200])
+    with pytest.raises(authors.AuthorsWeightsError, match="cut.pth: a corrupt or truncated zip"):
+        authors.read_authors_state_dict(zipped)
     state = _their_network(stacks=1, feats=16).state_dict()
     state["extra.weight"] = torch.zeros(1)
     with pytest.raises(authors.AuthorsWeightsError, match="1 tensor.*no place.*extra.weight"):

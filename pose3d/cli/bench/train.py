@@ -174,6 +174,8 @@ class CoordinatorCpu:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> CoordinatorCpu:
+        import psutil  # noqa: F401  (fail here, not silently in the sampling thread)
+
         self._thread.start()
         return self
 
