@@ -19,6 +19,7 @@ The state (PIDs, ports, addresses) is saved in ``<dir>/cluster.json`` so another
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -34,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pose3d.infra.ray_session import free_ports
+
+log = logging.getLogger("pose3d.infra")
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"
@@ -421,26 +424,40 @@ class LocalCluster:
             raise ClusterError(f"{name}: processes {sorted(left)} survived SIGKILL")
         return pids
 
-    def restart_node(self, name: str, timeout_s: float = 120.0) -> None:
+    def restart_node(self, name: str, timeout_s: float = 120.0, attempts: int = 2) -> None:
         """Start worker node ``name`` again (same resources, fresh ports) after ``kill_node``; returns
-        once it joined the cluster. Its previous log is kept beside the new one."""
+        once it joined the cluster. Its previous log is kept beside the new one.
+
+        A start that does not come up within ``timeout_s`` (on a loaded 2-core machine the raylet
+        has timed out waiting for its dashboard agent) is killed, by its own PIDs, and tried again
+        with fresh ports and temp dir, up to ``attempts`` starts in all."""
         state = self._require_state()
         node = self._node(name)
         if is_running(node.pid):
             raise ClusterError(f"{name} is still running")
-        deadline = time.monotonic() + timeout_s
-        Path(node.log).replace(Path(node.log).with_suffix(f".{node.pid}.log"))
-        ports = dict(zip(node.ports, free_ports(len(node.ports)), strict=True))
-        # A fresh temp dir: the killed node's sockets and session files under the old one would
-        # stall the new raylet's start (a worker node takes the head's session name).
-        fresh = self._launch(node.name, node.args, Path(f"{node.temp_dir}r"), ports)
-        state.nodes[state.nodes.index(node)] = fresh
-        state.save()
-        try:
-            self._wait_started(fresh, deadline)
-        except ClusterError as err:
-            raylet = sorted(Path(fresh.temp_dir).glob("session_*/logs/raylet.*"))
-            raise ClusterError(f"{err}\n" + "\n".join(f"{f}:\n{_tail(f)}" for f in raylet)) from None
+        base_temp = node.temp_dir
+        for attempt in range(1, attempts + 1):
+            deadline = time.monotonic() + timeout_s
+            Path(node.log).replace(Path(node.log).with_suffix(f".{node.pid}.log"))
+            ports = dict(zip(node.ports, free_ports(len(node.ports)), strict=True))
+            # A fresh temp dir: the killed node's sockets and session files under the old one would
+            # stall the new raylet's start (a worker node takes the head's session name).
+            fresh = self._launch(node.name, node.args, Path(f"{base_temp}r{attempt}"), ports)
+            state.nodes[state.nodes.index(node)] = fresh
+            state.save()
+            try:
+                self._wait_started(fresh, deadline)
+                break
+            except ClusterError as err:
+                pids = session_processes({fresh.pid})
+                _signal_all(pids, signal.SIGKILL)
+                _wait_gone(pids, 30.0)
+                if attempt == attempts:
+                    raylet = sorted(Path(fresh.temp_dir).glob("session_*/logs/raylet.*"))
+                    detail = "\n".join(f"{f}:\n{_tail(f)}" for f in raylet)
+                    raise ClusterError(f"{name}: {attempts} starts failed; last: {err}\n{detail}") from None
+                log.warning("%s did not start (%s); starting it again", name, str(err).splitlines()[0])
+                node = fresh
         while self.alive_nodes() < len(state.nodes):
             if time.monotonic() > deadline:
                 raise ClusterError(f"{name} restarted but did not join the cluster in time")

@@ -83,7 +83,7 @@ def test_a_lost_node_shrinks_the_run_and_its_return_grows_it(cluster, tmp_path):
         "run.max_failures=-1",
         f"data.set_3d={lab}", f"data.set_2d={wild}", "data.val_3d=", "data.batch_size=8",
         "data.preprocess_actors=1", "model.num_features=16", "run.keep_checkpoints=3",
-        "train.stages.1.steps=2", "train.stages.2.steps=2", "train.stages.3.steps=70",
+        "train.stages.1.steps=2", "train.stages.2.steps=2", "train.stages.3.steps=140",
         "train.log_every=1", f"train.checkpoint_every={CHECKPOINT_EVERY}",
     ]  # fmt: skip
     submit = [str(POSE3D_BIN), "submit", "--address", cluster.dashboard_url, "--env",
