@@ -20,7 +20,7 @@ import functools
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +331,44 @@ def relative_to_root(path: str | Path, raw_root: str | Path) -> str:
         return Path(path).resolve().relative_to(Path(raw_root).resolve()).as_posix()
     except ValueError:
         return Path(path).as_posix()
+
+
+def read_video_frames(
+    path: str | Path, frames: np.ndarray, source: str
+) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+    """(frame, (H, W, 3) uint8 BGR image, None) for each of the increasing 0-based ``frames`` of a
+    video, decoded sequentially with OpenCV; (frame, None, "bad video: ...") for frames it cannot
+    deliver (an unopenable video, or one that ends early). OpenCV's own log is held at errors."""
+    import cv2
+
+    quiet_opencv()
+    capture = cv2.VideoCapture(str(path)) if Path(path).is_file() else None
+    try:
+        if capture is None or not capture.isOpened():
+            why = "missing" if capture is None else "cannot open"
+            for frame in frames:
+                yield int(frame), None, f"{BAD_VIDEO}: {why} {source}"
+            return
+        position = 0  # the index of the next frame the capture delivers
+        ended = False
+        for frame in frames:
+            ok = not ended
+            while ok and position < frame:
+                ok = capture.grab()
+                position += 1
+            image = None
+            if ok:
+                ok, image = capture.read()
+                position += 1
+            if not ok or image is None:
+                ended = True
+                yield (
+                    int(frame),
+                    None,
+                    f"{BAD_VIDEO}: {source} ends before frame {frame}, its poses go on",
+                )
+                continue
+            yield int(frame), image, None
+    finally:
+        if capture is not None:
+            capture.release()

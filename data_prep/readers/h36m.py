@@ -82,7 +82,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from data_prep.readers import common
@@ -490,44 +489,24 @@ def _decode_frames(
     camera: Camera,
 ) -> Iterator[PersonSample | Quarantined]:
     """Decode the video sequentially; sample i is video frame ``frames[i]``."""
-    common.quiet_opencv()  # a broken video is quarantined by name; OpenCV need not warn too
-    capture = cv2.VideoCapture(p["video"]) if Path(p["video"]).is_file() else None
-    if capture is None or not capture.isOpened():
-        why = "missing" if capture is None else "cannot open"
-        for key in keys:
-            yield Quarantined(video_rel, key, f"{common.BAD_VIDEO}: {why} {video_rel}")
-        return
-    try:
-        position = 0  # index of the next frame the capture delivers
-        for i, frame in enumerate(frames):
-            ok = True
-            while ok and position < frame:
-                ok = capture.grab()
-                position += 1
-            image = None
-            if ok:
-                ok, image = capture.read()
-                position += 1
-            if not ok or image is None:
-                reason = f"{common.BAD_VIDEO}: {video_rel} ends before frame {frame}, its poses go on"
-                for key in keys[i:]:
-                    yield Quarantined(video_rel, key, reason)
-                return
-            yield PersonSample(
-                image=image,
-                joints_2d=j2d[i],
-                visible=vis[i],
-                center=center[i],
-                box_size=float(box[i]),
-                source_path=video_rel,
-                key=keys[i],
-                joints_3d=j3d[i],
-                camera=camera,
-                subject=p["subject"],
-                action=p["action"],
-                subaction=p["subaction"],
-                camera_id=p["camera_id"],
-                frame=int(frame),
-            )
-    finally:
-        capture.release()
+    decoded = common.read_video_frames(p["video"], frames, video_rel)
+    for i, (frame, image, reason) in enumerate(decoded):
+        if image is None:
+            yield Quarantined(video_rel, keys[i], reason)
+            continue
+        yield PersonSample(
+            image=image,
+            joints_2d=j2d[i],
+            visible=vis[i],
+            center=center[i],
+            box_size=float(box[i]),
+            source_path=video_rel,
+            key=keys[i],
+            joints_3d=j3d[i],
+            camera=camera,
+            subject=p["subject"],
+            action=p["action"],
+            subaction=p["subaction"],
+            camera_id=p["camera_id"],
+            frame=frame,
+        )

@@ -242,8 +242,13 @@ def load_camera_table(path: str | Path) -> dict[str, dict[str, Any]]:
     if path.suffix == ".pkl":
         raw = common.load_plain_pickle(path)
     else:
-        with open(path) as f:
-            raw = json.load(f)
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"3dhp: {path}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"3dhp: {path}: expected an object of cameras by key, got a {type(raw).__name__}")
     out = {}
     for key, entry in raw.items():
         try:
@@ -265,9 +270,12 @@ def parse_train_calibration(path: str | Path) -> dict[int, Camera]:
         if len(words) >= 2 and words[0] == "name":
             current = int(words[1]) if words[1].isdigit() else None
         elif words and words[0] == "intrinsic" and current is not None:
-            values = np.asarray([float(w) for w in words[1:]], np.float64)
+            where = f"3dhp: {path} line {number}: camera {current}"
+            try:
+                values = np.asarray([float(w) for w in words[1:]], np.float64)
+            except ValueError as err:
+                raise ValueError(f"{where} intrinsic: {err}") from None
             if values.size != 16:
-                where = f"3dhp: {path} line {number}: camera {current}"
                 raise ValueError(f"{where} intrinsic has {values.size} numbers, not 16")
             k = values.reshape(4, 4)
             cameras[current] = Camera(np.array([k[0, 0], k[1, 1]]), np.array([k[0, 2], k[1, 2]]))
@@ -892,47 +900,5 @@ def _train_images(
             yield int(frame), image, source, reason
         return
     source = common.relative_to_root(video, task.raw_root)
-    yield from (
-        (int(f), image, source, reason) for f, image, reason in read_video_frames(video, frames, source)
-    )
-
-
-def read_video_frames(
-    path: str | Path, frames: np.ndarray, source: str
-) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-    """(frame, (H, W, 3) uint8 BGR image, None) for each of the increasing 0-based ``frames`` of a
-    video, decoded sequentially with OpenCV; (frame, None, "bad video: ...") for frames it cannot
-    deliver (an unopenable video, or one that ends early). OpenCV's own log is held at errors."""
-    import cv2
-
-    common.quiet_opencv()
-    capture = cv2.VideoCapture(str(path)) if Path(path).is_file() else None
-    try:
-        if capture is None or not capture.isOpened():
-            why = "missing" if capture is None else "cannot open"
-            for frame in frames:
-                yield int(frame), None, f"{common.BAD_VIDEO}: {why} {source}"
-            return
-        position = 0  # the index of the next frame the capture delivers
-        ended = False
-        for frame in frames:
-            ok = not ended
-            while ok and position < frame:
-                ok = capture.grab()
-                position += 1
-            image = None
-            if ok:
-                ok, image = capture.read()
-                position += 1
-            if not ok or image is None:
-                ended = True
-                yield (
-                    int(frame),
-                    None,
-                    f"{common.BAD_VIDEO}: {source} ends before frame {frame}, its poses go on",
-                )
-                continue
-            yield int(frame), image, None
-    finally:
-        if capture is not None:
-            capture.release()
+    for f, image, reason in common.read_video_frames(video, frames, source):
+        yield int(f), image, source, reason

@@ -330,7 +330,7 @@ def parse_json(path: str | Path) -> list[MpiiPerson]:
 
 _H5_REQUIRED = ("imgname", "part", "center", "scale")
 #: Upper neck and head top: the nominal head box of an .h5 row is centred between them.
-_HEAD_JOINTS = np.array([8, 9])
+_HEAD_JOINTS = np.array([skeleton.JOINT_INDEX["upper_neck"], skeleton.JOINT_INDEX["head_top"]])
 
 
 def _h5_image_names(values: np.ndarray, path: str | Path) -> list[str]:
@@ -369,6 +369,10 @@ def parse_h5(path: str | Path) -> list[MpiiPerson]:
                     f"mpii: {path} is HDF5 but lacks the dataset(s) {', '.join(missing)} "
                     f"(it holds {', '.join(sorted(f))}); expected {ACCEPTED_FORMATS}"
                 )
+            wanted = [n for n in (*_H5_REQUIRED, "normalize") if n in f]
+            not_arrays = [n for n in wanted if not isinstance(f[n], h5py.Dataset)]
+            if not_arrays:
+                raise ValueError(f"mpii: {path}: {', '.join(not_arrays)} is a group, not an array")
             data = {name: f[name][()] for name in (*_H5_REQUIRED, "normalize") if name in f}
     except OSError as err:
         raise ValueError(f"mpii: {path}: cannot be read as HDF5 ({err})") from err
@@ -408,8 +412,13 @@ def parse_h5(path: str | Path) -> list[MpiiPerson]:
 
 def _read_names(path: Path) -> list[str | None]:
     if path.suffix == ".json":
-        with open(path) as f:
-            rows = json.load(f)
+        try:
+            with open(path) as f:
+                rows = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"mpii: {path}: not valid JSON ({err})") from None
+        if not isinstance(rows, list):
+            raise ValueError(f"mpii: {path}: expected a list of image names or rows")
         names = [row.get("image") if isinstance(row, dict) else row for row in rows]
     else:
         names = path.read_text().splitlines()

@@ -370,10 +370,10 @@ def test_missing_images_and_videos_are_counted_quietly(tmp_path: Path, capfd):
     assert image is None and reason == f"{common.MISSING_IMAGE}: nope.jpg"
     image, reason = common.read_image(tmp_path / "nope.jpg" / "deeper.jpg", "x")  # a file as a folder
     assert reason == f"{common.MISSING_IMAGE}: x"
-    frames = list(mpi3dhp.read_video_frames(tmp_path / "video_0.avi", np.array([0, 10]), "video_0.avi"))
+    frames = list(common.read_video_frames(tmp_path / "video_0.avi", np.array([0, 10]), "video_0.avi"))
     assert [r for _, _, r in frames] == [f"{common.BAD_VIDEO}: missing video_0.avi"] * 2
     (tmp_path / "broken.avi").write_bytes(b"not a video")
-    frames = list(mpi3dhp.read_video_frames(tmp_path / "broken.avi", np.array([0]), "broken.avi"))
+    frames = list(common.read_video_frames(tmp_path / "broken.avi", np.array([0]), "broken.avi"))
     assert frames[0][1] is None and frames[0][2].startswith(common.BAD_VIDEO)
     err = capfd.readouterr().err
     assert "WARN" not in err and "warning" not in err.lower(), err
