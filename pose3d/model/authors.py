@@ -224,9 +224,17 @@ def _read_legacy(file: BinaryIO, source: str) -> tuple[Any, dict[str, bytes]]:
     dtypes = {s.key: s.dtype for s in _storages(obj)}
     data: dict[str, bytes] = {}
     for key in keys:
-        count = int(np.frombuffer(file.read(8), "<i8")[0])
+        header = file.read(8)
+        if len(header) < 8:
+            raise AuthorsWeightsError(f"{source}: truncated: the file ends before storage {key}")
+        count = int(np.frombuffer(header, "<i8")[0])
         dtype = dtypes.get(str(key), np.dtype("u1"))
         data[str(key)] = file.read(count * dtype.itemsize)
+        if len(data[str(key)]) < count * dtype.itemsize:
+            raise AuthorsWeightsError(
+                f"{source}: truncated: storage {key} holds {len(data[str(key)])} of its "
+                f"{count * dtype.itemsize} bytes"
+            )
     return obj, data
 
 

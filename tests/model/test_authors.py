@@ -342,9 +342,16 @@ def test_files_that_are_not_their_network_say_why(tmp_path):
     torch.save(
         _their_network(stacks=1, feats=16).state_dict(), truncated, _use_new_zipfile_serialization=False
     )
-    truncated.write_bytes(truncated.read_bytes()[:-1001])
-    with pytest.raises(authors.AuthorsWeightsError, match="truncated.pth: not a readable"):
+    with pytest.raises(authors.AuthorsWeightsError, match="truncated.pth: truncated: "):
+        truncated.write_bytes(truncated.read_bytes()[:-1001])
         authors.read_authors_state_dict(truncated)
+    # one storage of 3 float32 (12 bytes) last: cut inside its bytes, then inside its count header
+    torch.save({"w": torch.zeros(3)}, truncated, _use_new_zipfile_serialization=False)
+    whole = truncated.read_bytes()
+    for cut, match in ((5, "holds 7 of its 12 bytes"), (16, "ends before storage")):
+        truncated.write_bytes(whole[:-cut])
+        with pytest.raises(authors.AuthorsWeightsError, match=f"truncated.pth: truncated: .*{match}"):
+            authors.read_authors_state_dict(truncated)
     zipped = tmp_path / "cut.pth"
     torch.save({"w": torch.zeros(3)}, zipped)
     zipped.write_bytes(zipped.read_bytes()[:200])
