@@ -1,23 +1,34 @@
 """The shard writer: a Ray Data job that turns a reader's tasks into Parquet shards.
 
 ``ray.data.from_items(tasks)`` -> ``map_batches(batch_size=1)``: each call runs one task from start to
-end (read -> validate -> crop -> JPEG -> shards) and returns a one-row summary. Output layout under
-``OUT`` (a local path or an object-store URI; written through pyarrow filesystems)::
+end (read -> validate -> crop -> JPEG) and returns a one-row summary. Output layout under ``OUT``
+(a local path or an object-store URI; written through pyarrow filesystems)::
 
-    OUT/<dataset>/<split>/<task_id>-<k:05d>.parquet   the shards (k-th block of --shard-rows rows)
-    OUT/<dataset>/_done/<split>/<task_id>.json        done-marker, written last
+    OUT/<dataset>/<split>/<task_id>-<k:05d>.parquet   the shards (see "Packing")
+    OUT/<dataset>/_done/<split>/<task_id>.json        done-marker of the shards named after it, written last
     OUT/<dataset>/_quarantine/<split>/<task_id>.jsonl records that could not become rows
     OUT/<dataset>/_tmp/                               staging; never read
     OUT/<dataset>/_prep.json                          the parameters the shards were made with
     OUT/<dataset>/prep_summary.json, quarantine.jsonl the run's summary and the merged quarantine
 
-Atomic: a task stages its shards under ``_tmp``, then moves them into place, then writes its
-marker; shard readers skip ``_``-prefixed folders, so a crash leaves nothing half-written that they
-would take. Resumable: a re-run skips tasks with a marker and redoes the others from scratch (their
-stale shards and quarantine files are removed first). Deterministic: the same input gives
-byte-identical shards (fixed JPEG and Parquet parameters, no timestamps).
+Packing (``--shard-rows N``): a task that yields N rows or more writes shards of its own (N rows
+each, the last one fewer) and commits them itself. A smaller task hands its rows back to the job's
+driver (``_Packer``), which packs whole small tasks, in task order within each dataset/split, into
+shards of at most N rows: one shard, named after its first task, and one marker (also named after
+that task) listing every task the shard holds. Row counts are known only once a task has run, so
+packs form as results arrive, not before dispatch; a task's rows are never split between shards,
+so each task is done, or not, as a whole.
 
-Markers and quarantine files live per split because a task id is unique only within its split.
+Atomic: shards are staged under ``_tmp``, then moved into place, then the marker is written; shard
+readers skip ``_``-prefixed folders, so a crash leaves nothing half-written that they would take.
+Resumable: a task is done when a marker records it; a re-run skips done tasks and redoes the others
+from scratch (the shards named after them and their quarantine files are removed first: a shard
+whose marker was never written is named after a task that is not done). Deterministic: the same
+input gives byte-identical shards (fixed JPEG and Parquet parameters, no timestamps; packs follow
+task order, so a resumed run cuts the same packs as an uninterrupted one).
+
+Markers and quarantine files live per split because a task id is unique only within its split;
+quarantine files stay per task whether or not the task's rows were packed.
 """
 
 from __future__ import annotations
@@ -32,13 +43,15 @@ import re
 import time
 import traceback
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -105,6 +118,9 @@ class TaskResult:
     failed: bool = False
     error: str = ""
     seconds: float = 0.0
+    #: A small task's rows, left to the packer (``process_task(pack=True)``): an Arrow IPC stream,
+    #: b"" for no rows; None when the task wrote its own shards or failed.
+    pending: bytes | None = None
 
 
 # --- the output layout -------------------------------------------------------------------------
@@ -124,13 +140,19 @@ class Layout:
         return f"{self.root}/{dataset}/{split}"
 
     def shard(self, task: SourceTask, k: int) -> str:
-        return f"{self.split_dir(task.dataset, task.split)}/{task.task_id}-{k:05d}.parquet"
+        return self.shard_path(task.dataset, task.split, task.task_id, k)
+
+    def shard_path(self, dataset: str, split: str, task_id: str, k: int) -> str:
+        return f"{self.split_dir(dataset, split)}/{task_id}-{k:05d}.parquet"
 
     def done_dir(self, dataset: str, split: str) -> str:
         return f"{self.root}/{dataset}/_done/{split}"
 
     def marker(self, task: SourceTask) -> str:
-        return f"{self.done_dir(task.dataset, task.split)}/{task.task_id}.json"
+        return self.marker_path(task.dataset, task.split, task.task_id)
+
+    def marker_path(self, dataset: str, split: str, task_id: str) -> str:
+        return f"{self.done_dir(dataset, split)}/{task_id}.json"
 
     def quarantine_dir(self, dataset: str, split: str) -> str:
         return f"{self.root}/{dataset}/_quarantine/{split}"
@@ -183,19 +205,33 @@ class Layout:
 # --- one task (runs inside a Ray Data task; also callable directly) --------------------------
 
 
-def _write_shard(layout: Layout, rows: list[dict[str, Any]], task: SourceTask, path: str) -> None:
-    table = schema.rows_to_table(crop.rows_to_columns(rows), task.dataset, task.split)
+def _rows_table(rows: list[dict[str, Any]], task: SourceTask) -> pa.Table:
+    return schema.rows_to_table(crop.rows_to_columns(rows), task.dataset, task.split)
+
+
+def _write_table(layout: Layout, table: pa.Table, path: str) -> None:
     # Fixed parameters (and no timestamps in Parquet) make the bytes reproducible. JPEG bytes do not
-    # compress, the labels do.
+    # compress, the labels do. One row group per shard.
     pq.write_table(
         table,
         path,
         filesystem=layout.fs,
         compression={name: ("none" if name == "image_jpeg" else "zstd") for name in schema.COLUMNS},
         use_dictionary=_STRING_COLUMNS,
-        row_group_size=len(rows),
+        row_group_size=max(1, len(table)),
         write_statistics=False,
     )
+
+
+def _table_to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _ipc_to_table(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
 def _quarantine_entry(
@@ -212,6 +248,10 @@ def _quarantine_entry(
     }
 
 
+def _json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, sort_keys=True, indent=1).encode()
+
+
 def _jsonl(entries: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries).encode()
 
@@ -220,7 +260,10 @@ def _wait_and_crash(layout: Layout, task: SourceTask, crash_after: int, timeout_
     deadline = time.monotonic() + timeout_s
     done_root = f"{layout.dataset_dir(task.dataset)}/_done"
     while time.monotonic() < deadline:
-        if len(layout.list_files(done_root, recursive=True)) >= crash_after:
+        infos = [i for i in layout.list_files(done_root, recursive=True) if i.base_name.endswith(".json")]
+        # Count tasks, not files: a packed shard's one marker records several.
+        done = sum(len(_tasks_of(i.base_name, json.loads(layout.read_text(i.path) or "{}"))) for i in infos)
+        if done >= crash_after:
             break
         time.sleep(0.05)
     raise InjectedCrash(
@@ -236,14 +279,19 @@ def process_task(
     *,
     position: int = 0,
     crash_after: int | None = None,
+    pack: bool = False,
 ) -> TaskResult:
     """Run one task: read, validate, crop, encode, write its shards, quarantine file and marker.
 
+    With ``pack``, a task that yields fewer than ``config.shard_rows`` rows writes only its
+    quarantine file and returns its rows in ``TaskResult.pending`` for the packer (``_Packer``),
+    which writes its shard and marker; a larger task commits itself either way.
+
     Never raises for bad data: a record that cannot become a row is quarantined; a task that raises
     is quarantined as a whole (``task failed``), its staged files removed, and left without a
-    marker so the next run retries it. With ``crash_after`` (fault injection), the task at
-    ``position >= crash_after`` stages its shards, waits until ``crash_after`` tasks of its dataset
-    are marked done, then raises InjectedCrash.
+    marker so the next run retries it. With ``crash_after`` (fault injection), a task that commits
+    itself at ``position >= crash_after`` stages its shards, waits until ``crash_after`` tasks of its
+    dataset are marked done, then raises InjectedCrash (packed tasks: see ``_Packer``).
     """
     import cv2
 
@@ -263,7 +311,7 @@ def process_task(
         def flush() -> None:
             final = layout.shard(task, len(staged))
             tmp = f"{staging}/{final.rsplit('/', 1)[1]}"
-            _write_shard(layout, rows, task, tmp)
+            _write_table(layout, _rows_table(rows, task), tmp)
             staged.append((tmp, final))
             result.rows += len(rows)
             rows.clear()
@@ -286,27 +334,35 @@ def process_task(
             rows.append(row)
             if len(rows) == config.shard_rows:
                 flush()
-        if rows:
+        # Fewer rows than one shard holds (nothing flushed): the packer places them.
+        small = pack and not staged
+        if rows and not small:
             flush()
-        if crash_after is not None and position >= crash_after:
+        if crash_after is not None and position >= crash_after and not small:
             _wait_and_crash(layout, task, crash_after)
+        # Before any shard holding the task's rows is in place (here or by the packer): a marker
+        # implies its tasks' quarantine files are complete.
         if quarantine:
             layout.put(layout.quarantine(task), _jsonl(quarantine), staging)
-        for tmp, final in staged:
-            layout.move(tmp, final)
-        result.shards = len(staged)
         result.quarantined = len(quarantine)
         result.reasons = dict(sorted(Counter(crop.reason_category(q["reason"]) for q in quarantine).items()))
-        marker = {
-            "dataset": task.dataset,
-            "split": task.split,
-            "task_id": task.task_id,
-            "rows": result.rows,
-            "shards": [final.rsplit("/", 1)[1] for _, final in staged],
-            "quarantined": result.quarantined,
-            "reasons": result.reasons,
-        }
-        layout.put(layout.marker(task), json.dumps(marker, sort_keys=True, indent=1).encode(), staging)
+        if small:
+            result.rows = len(rows)
+            result.pending = _table_to_ipc(_rows_table(rows, task)) if rows else b""
+        else:
+            for tmp, final in staged:
+                layout.move(tmp, final)
+            result.shards = len(staged)
+            marker = {
+                "dataset": task.dataset,
+                "split": task.split,
+                "task_id": task.task_id,
+                "rows": result.rows,
+                "shards": [final.rsplit("/", 1)[1] for _, final in staged],
+                "quarantined": result.quarantined,
+                "reasons": result.reasons,
+            }
+            layout.put(layout.marker(task), _json(marker), staging)
     except InjectedCrash:
         raise  # like a hard crash: leaves its staging behind for the next run to clear
     except Exception as err:  # noqa: BLE001 - a task's failure must not end the job
@@ -381,10 +437,13 @@ def _process_batch(
     config: WriterConfig,
     crash_after: int | None,
 ) -> dict[str, np.ndarray]:
-    """map_batches function: one task per batch (batch_size=1) -> its one summary row."""
+    """map_batches function: one task per batch (batch_size=1) -> its one summary row (with a small
+    task's rows for the packer)."""
     _, read_task, _ = resolve_reader(reader)
     results = [
-        process_task(pickle.loads(blob), read_task, out, config, position=int(pos), crash_after=crash_after)
+        process_task(
+            pickle.loads(blob), read_task, out, config, position=int(pos), crash_after=crash_after, pack=True
+        )
         for blob, pos in zip(batch["task"], batch["position"], strict=True)
     ]
     return {
@@ -399,7 +458,134 @@ def _process_batch(
         "failed": np.array([r.failed for r in results], bool),
         "error": np.array([r.error for r in results], object),
         "seconds": np.array([r.seconds for r in results], np.float64),
+        "packed": np.array([r.pending is not None for r in results], bool),
+        "pending": np.array([r.pending or b"" for r in results], object),
     }
+
+
+# --- done-markers and the packer -------------------------------------------------------------
+
+
+def _tasks_of(marker_name: str, marker: dict[str, Any]) -> list[str]:
+    """The tasks a done-marker records: a packed shard's list, else the task it is named after."""
+    listed = marker.get("tasks")
+    if isinstance(listed, list):
+        return [str(t["task_id"]) for t in listed]
+    return [marker_name.removesuffix(".json")]
+
+
+def _read_markers(layout: Layout, dataset: str, split: str) -> dict[str, dict[str, Any]]:
+    """The done-markers of one split, by file name, read in parallel (object stores are slow per file)."""
+    infos = [i for i in layout.list_files(layout.done_dir(dataset, split)) if i.base_name.endswith(".json")]
+    if not infos:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(infos))) as pool:
+        texts = list(pool.map(lambda info: layout.read_text(info.path) or "{}", infos))
+    return {info.base_name: json.loads(text) for info, text in zip(infos, texts, strict=True)}
+
+
+@dataclass
+class _OpenPack:
+    tasks: list[TaskResult] = field(default_factory=list)
+    rows: int = 0
+
+
+class _Packer:
+    """Packs the rows of small tasks into shards, in the job's driver (module docstring, "Packing").
+
+    Results arrive in any order; each dataset/split takes its small tasks in task order (a result
+    waits here until the earlier tasks of its split are in), so the packs do not depend on the
+    scheduling, and a resumed run, whose first open pack starts where the last committed one ended,
+    cuts the same packs as an uninterrupted run. A pack is committed when the next small task would
+    take it past ``shard_rows`` rows, when it reaches them, and at ``finish``: its shard is staged,
+    moved into place, then recorded by one marker listing its tasks (the commit point).
+
+    Fault injection: with ``crash_after``, a commit before the final ones (``finish``) that leaves at
+    least that many of the run's tasks done raises InjectedCrash after writing its marker.
+    """
+
+    def __init__(
+        self, layout: Layout, config: WriterConfig, todo: Sequence[SourceTask], crash_after: int | None
+    ) -> None:
+        self.layout = layout
+        self.shard_rows = config.shard_rows
+        self.crash_after = crash_after
+        self._order: dict[tuple[str, str], deque[int]] = defaultdict(deque)
+        for position, task in enumerate(todo):
+            self._order[(task.dataset, task.split)].append(position)
+        self._waiting: dict[int, TaskResult] = {}
+        self._open: dict[tuple[str, str], _OpenPack] = defaultdict(_OpenPack)
+        self.tasks_done = 0  # this run's tasks that a marker records (as far as the packer knows)
+        self.tasks_packed = 0
+        self.shards = 0  # packed shards written
+
+    def add(self, result: TaskResult) -> None:
+        """Take one task's result; commit every pack it completes."""
+        key = (result.dataset, result.split)
+        self._waiting[result.position] = result
+        order = self._order[key]
+        while order and order[0] in self._waiting:
+            ready = self._waiting.pop(order.popleft())
+            if ready.pending is None:  # committed itself, or failed
+                self.tasks_done += not ready.failed
+                continue
+            pack = self._open[key]
+            if pack.tasks and pack.rows + ready.rows > self.shard_rows:
+                self._commit(key)
+                pack = self._open[key]
+            pack.tasks.append(ready)
+            pack.rows += ready.rows
+            if pack.rows >= self.shard_rows:
+                self._commit(key)
+
+    def finish(self) -> None:
+        """Commit the packs still open: the last, partial one of each split."""
+        unplaced = sum(len(order) for order in self._order.values())
+        if unplaced:  # a result missing from the job holds back the small tasks after it
+            log.warning("%d task(s) of this run are not packed; a re-run does them", unplaced)
+        for key in sorted(self._open):
+            if self._open[key].tasks:
+                self._commit(key, last=True)
+
+    def _commit(self, key: tuple[str, str], last: bool = False) -> None:
+        dataset, split = key
+        pack = self._open.pop(key)
+        first = pack.tasks[0].task_id
+        staging = f"{self.layout.tmp_dir(dataset)}/{uuid.uuid4().hex}"
+        self.layout.fs.create_dir(staging, recursive=True)
+        names = []
+        if pack.rows:
+            final = self.layout.shard_path(dataset, split, first, 0)
+            name = final.rsplit("/", 1)[1]
+            tables = [_ipc_to_table(r.pending) for r in pack.tasks if r.pending]
+            # One chunk per column, so the bytes do not depend on how the rows were split into tasks.
+            _write_table(self.layout, pa.concat_tables(tables).combine_chunks(), f"{staging}/{name}")
+            self.layout.move(f"{staging}/{name}", final)
+            names.append(name)
+        reasons: Counter[str] = Counter()
+        for r in pack.tasks:
+            reasons.update(r.reasons)
+        marker = {
+            "dataset": dataset,
+            "split": split,
+            "task_id": first,
+            "rows": pack.rows,
+            "shards": names,
+            "quarantined": sum(r.quarantined for r in pack.tasks),
+            "reasons": dict(sorted(reasons.items())),
+            "tasks": [
+                {"task_id": r.task_id, "rows": r.rows, "quarantined": r.quarantined, "reasons": r.reasons}
+                for r in pack.tasks
+            ],
+        }
+        self.layout.put(self.layout.marker_path(dataset, split, first), _json(marker), staging)
+        self.layout.remove_dir(staging)
+        self.shards += len(names)
+        self.tasks_packed += len(pack.tasks)
+        self.tasks_done += len(pack.tasks)
+        if self.crash_after is not None and self.tasks_done >= self.crash_after and not last:
+            where = f"{dataset}/{split}/{first}"
+            raise InjectedCrash(f"{CRASH_ENV}={self.crash_after}: crashing after the packed shard of {where}")
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -561,14 +747,14 @@ def _summarize(
     splits: dict[str, dict[str, int]] = {}
     for split in sorted({t.split for t in tasks}, key=schema.SPLITS.index):
         listed = {t.task_id for t in tasks if t.split == split}
-        done = rows = shards = 0
-        for info in layout.list_files(layout.done_dir(dataset, split)):
-            if info.base_name.endswith(".json"):
-                marker = json.loads(layout.read_text(info.path) or "{}")
-                rows += marker.get("rows", 0)
-                shards += len(marker.get("shards", []))
-                done += info.base_name.removesuffix(".json") in listed
-        splits[split] = {"tasks": len(listed), "tasks_done": done, "rows": rows, "shards": shards}
+        done: set[str] = set()
+        rows = shards = 0
+        for name, marker in _read_markers(layout, dataset, split).items():
+            rows += marker.get("rows", 0)
+            shards += len(marker.get("shards", []))
+            done.update(_tasks_of(name, marker))
+        tasks_done = len(done & listed)
+        splits[split] = {"tasks": len(listed), "tasks_done": tasks_done, "rows": rows, "shards": shards}
     entries: list[tuple[str, str, bytes]] = []
     for split in splits:
         for info in layout.list_files(layout.quarantine_dir(dataset, split)):
@@ -661,9 +847,10 @@ def run_prep(
     for dataset in datasets:
         _check_params(layout, dataset, params, defaults)
     done = {
-        (d, s, info.base_name.removesuffix(".json"))
+        (d, s, task_id)
         for d, s in {(t.dataset, t.split) for t in tasks}
-        for info in layout.list_files(layout.done_dir(d, s))
+        for name, marker in _read_markers(layout, d, s).items()
+        for task_id in _tasks_of(name, marker)
     }
     todo = [t for t in tasks if (t.dataset, t.split, t.task_id) not in done]
     log.info(
@@ -700,10 +887,29 @@ def run_prep(
                 "Each task takes 1 CPU: give Ray more CPUs (--num-cpus) or free those other jobs hold; "
                 "--stall-warn-s sets when this warning comes"
             )
+            packer = _Packer(layout, config, todo, crash_after)
             with StallWatchdog(stall_warn_s, "prep task finished", hint) as watchdog:
-                for row in ds.iter_rows():
-                    watchdog.beat()
-                    results.append(_log_result(row, len(results) + 1, len(todo), results, job_start))
+                rows = iter(ds.iter_rows())
+                try:
+                    for row in rows:
+                        watchdog.beat()
+                        result = _log_result(row, len(results) + 1, len(todo), results, job_start)
+                        packer.add(result)
+                        results.append(dataclasses.replace(result, pending=None))  # the packer holds the rows
+                finally:
+                    # Closing the iterator shuts the job down at once when the loop stops early, so no
+                    # task of a crashed run keeps writing while the next one starts.
+                    close = getattr(rows, "close", None)
+                    if close is not None:
+                        close()
+                packer.finish()
+            if packer.tasks_packed:
+                log.info(
+                    "packed %d small task(s) into %d shard(s) of up to %d rows",
+                    packer.tasks_packed,
+                    packer.shards,
+                    config.shard_rows,
+                )
         finally:
             context.enable_progress_bars = bars_before
     job_seconds = time.perf_counter() - job_start
@@ -740,6 +946,7 @@ def _log_result(
         failed=bool(row["failed"]),
         error=str(row["error"]),
         seconds=float(row["seconds"]),
+        pending=bytes(row["pending"]) if row["packed"] else None,
     )
     rows_total = sum(r.rows for r in earlier) + result.rows
     elapsed = time.perf_counter() - job_start

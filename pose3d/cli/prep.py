@@ -175,7 +175,12 @@ def _add_writer_arguments(p: argparse.ArgumentParser) -> None:
     from pose3d import schema
 
     p.add_argument(
-        "--shard-rows", type=int, default=1000, metavar="N", help="rows per shard (default %(default)s)"
+        "--shard-rows",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="rows per shard: tasks with fewer rows are packed together, whole, into shards of up to N "
+        "rows; a larger task writes shards of N rows of its own (default %(default)s)",
     )
     p.add_argument(
         "--crop-size",

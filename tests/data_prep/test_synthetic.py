@@ -371,6 +371,22 @@ def test_synthetic_reader_feeds_the_writer(raw_tree: Path, tmp_path: Path) -> No
     assert len(list((tmp_path / "synthetic_wild_test" / "test").glob("*.parquet"))) == result.shards == 1
 
 
+def test_lab_tasks_take_the_subjects_in_turn_so_every_packed_shard_holds_them_all(raw_tree: Path) -> None:
+    from data_prep.readers import h36m
+
+    inner = h36m.list_tasks(str(raw_tree / "h36m"), "train")
+    tasks = [t for t in synthetic_reader.list_tasks(str(raw_tree), "train") if t.dataset == "synthetic_lab"]
+    assert sorted(t.task_id for t in tasks) == sorted(t.task_id for t in inner)  # the same tasks
+    subjects = [t.payload["synthetic_inner"]["payload"]["subject"] for t in tasks]
+    n = len(set(subjects))
+    assert n >= 2 and [s for s in subjects if s == subjects[0]] != subjects[:n]
+    rounds = len(subjects) // n  # every full round of n tasks holds n subjects
+    assert all(len(set(subjects[i * n : (i + 1) * n])) == n for i in range(rounds))
+    for x in set(subjects):
+        mine = [t.task_id for t, s in zip(tasks, subjects, strict=True) if s == x]
+        assert mine == [t.task_id for t in inner if t.payload["subject"] == x]  # in their order
+
+
 def test_generation_does_not_depend_on_the_worker_count(tmp_path: Path) -> None:
     counts = {"lab_frames": 8, "wild_images": 5, "wild_test_frames": 6, "image_size": 96}
     infos = {}

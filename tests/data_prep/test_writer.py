@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,9 +154,11 @@ def ray_session():
     if ray.is_initialized():  # left running by an earlier module: use it, leave it
         yield
         return
-    ray.init(num_cpus=4, include_dashboard=False)
+    temp = tempfile.mkdtemp(prefix="p3d-")  # short: Ray's socket paths must fit in 107 bytes
+    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp)
     yield
     ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
