@@ -1,8 +1,10 @@
 """Shard rows -> network inputs and targets, for a whole batch at once (pure numpy + OpenCV).
 
-Decoding and warping are per image (OpenCV); every label computation (affines, flips, heatmaps,
-depth targets) is vectorized over the batch. Used by the Ray Data actors in training and by
-evaluation (``params=None``: no augmentation).
+Decoding and warping are per image (OpenCV); every label computation (affines, flips, joints in
+output px, depth targets) is vectorized over the batch. Used by the Ray Data actors in training and
+by evaluation (``params=None``: no augmentation). Heatmaps are not made here: the training step
+draws them on its device from ``joints_out`` and ``visible`` (``targets.render_heatmaps_torch``),
+so a row ships 16 coordinates instead of 16 x O x O floats (docs/conventions.md, Targets).
 """
 
 from __future__ import annotations
@@ -80,15 +82,17 @@ def make_batch(
     output_size: int,
     aug: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """Decode, warp and build targets for one batch of shard rows.
+    """Decode, warp and build targets for one batch of shard rows (heatmaps excepted: the trainer
+    draws them from joints_out and visible, ``targets.render_heatmaps_torch``).
 
-    Returns numpy arrays: image (n, 3, S, S) uint8 RGB; heatmaps (n, 16, O, O) float32;
-    depth (n, 16) float32 normalized (NaN on rows without 3D); joints_2d_norm (n, 16, 2) float32
-    in [-1, 1] over the output map; joints_out (n, 16, 2) float32 output px; visible (n, 16) bool;
-    has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm after the flip (NaN without 3D);
-    with a ``dataset`` column, labelled (n, 16) bool, the joints the row's dataset labels at all
-    (``schema.labelled_joints``, after the flip); decoded (n,) bool, False for a row whose JPEG does
-    not decode (its image is black; readers skip such rows and name them: ``mixing.RowTally``).
+    Returns numpy arrays: image (n, 3, S, S) uint8 RGB; depth (n, 16) float32 normalized (NaN on
+    rows without 3D); joints_2d_norm (n, 16, 2) float32 in [-1, 1] over the output map; joints_out
+    (n, 16, 2) float32 output px (the heatmap centres); visible (n, 16) bool, False also for a joint
+    off the output map; has_3d (n,) bool; joints_3d (n, 16, 3) float32 camera mm after the flip
+    (NaN without 3D); with a ``dataset`` column, labelled (n, 16) bool, the joints the row's
+    dataset labels at all (``schema.labelled_joints``, after the flip); decoded (n,) bool, False
+    for a row whose JPEG does not decode (its image is black; readers skip such rows and name them:
+    ``mixing.RowTally``).
     """
     jpegs = list(rows["image_jpeg"])
     n = len(jpegs)
@@ -120,16 +124,13 @@ def make_batch(
     joints_3d[flip, :, 0] *= -1  # a mirrored image is a mirrored scene
 
     joints_out = geometry.input_to_output_px(joints_in, input_size / output_size)
-    inside = np.all((joints_out >= -0.5) & (joints_out <= output_size - 0.5), axis=-1)
-    visible = visible & inside
-    heatmaps = targets.render_heatmaps(joints_out, visible, output_size)
+    visible = visible & targets.inside_map(joints_out, output_size)
     with np.errstate(invalid="ignore"):
         scale = targets.pixels_per_mm(joints_out, joints_3d, visible | has_3d[:, None])
         depth = targets.depth_targets(joints_3d, scale, output_size)
     depth[~has_3d] = np.nan
     out = {
         "image": np.ascontiguousarray(images.transpose(0, 3, 1, 2)),
-        "heatmaps": heatmaps,
         "depth": depth.astype(np.float32),
         "joints_2d_norm": targets.normalize_xy(joints_out, output_size).astype(np.float32),
         "joints_out": joints_out.astype(np.float32),

@@ -133,6 +133,9 @@ class TrainSection:
     seed: int = 0
     bf16: bool = True  # autocast on GPU
     channels_last: bool = True  # on GPU
+    # torch.compile the network (pose3d/train/compile.py): faster steps after a first step that
+    # builds the graphs (seconds to minutes); off by default, since short CPU runs do not repay it.
+    compile: bool = False
     fail_at_step: int | None = None  # fault injection for tests: a worker dies after this many steps
     init_from: str = ""  # a checkpoint whose weights start the run (e.g. the stage-1 model of a search)
 

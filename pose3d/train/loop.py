@@ -23,7 +23,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from pose3d import losses, storage
+from pose3d import losses, storage, targets
 from pose3d.data.augment import SOURCE_COLUMN
 from pose3d.data.mixing import RowStream, RowTally, SourceCounts, mixed_batch, shares
 from pose3d.infra.stall import StallWatchdog
@@ -31,6 +31,7 @@ from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
 from pose3d.train import schedule
 from pose3d.train import tensorboard as tb
+from pose3d.train.compile import compile_model, optimizer_flags
 from pose3d.train.config import SET_2D, SET_3D, SOURCE_SIDES, Config, DataSection, config_from_dict
 from pose3d.train.validate import Validator
 
@@ -53,12 +54,13 @@ def checkpoint_score(val_mpjpe: float | None, with_depth: bool, global_step: int
 def to_tensors(
     batch: dict[str, np.ndarray], device: torch.device, channels_last: bool
 ) -> dict[str, torch.Tensor]:
-    """A preprocessed numpy batch -> tensors on ``device`` (images to float in [0, 1])."""
+    """A preprocessed numpy batch -> tensors on ``device`` (images to float in [0, 1]). The labels
+    travel as joints (joints_out (B, 16, 2) output px, visible): ``train_step`` draws the heatmaps."""
     images = torch.from_numpy(batch["image"]).to(device, non_blocking=True).float().div_(255.0)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     out = {"image": images}
-    for key in ("heatmaps", "depth", "joints_2d_norm", "visible", "has_3d"):
+    for key in ("joints_out", "depth", "joints_2d_norm", "visible", "has_3d"):
         out[key] = torch.from_numpy(np.ascontiguousarray(batch[key])).to(device, non_blocking=True)
     if "labelled" in batch and not batch["labelled"].all():  # rows of a dataset that lacks joints
         out["labelled"] = torch.from_numpy(np.ascontiguousarray(batch["labelled"])).to(
@@ -75,13 +77,18 @@ def train_step(
     with_depth: bool,
     autocast: Any,
 ) -> dict[str, float]:
-    """One optimizer step; returns the loss terms as floats."""
+    """One optimizer step; returns the loss terms as floats. The heatmap targets are drawn here, on
+    the batch's device at the network's output size, from ``joints_out`` and ``visible``
+    (docs/conventions.md, Targets)."""
     with autocast:
         out = model(batch["image"], with_depth=with_depth)
+    heatmap_target = targets.render_heatmaps_torch(
+        batch["joints_out"], batch["visible"], out.heatmaps[-1].shape[-1]
+    )  # (B, 16, O, O) float32, outside autocast
     total, terms = losses.pose_loss(
         out.heatmaps,
         out.depth,
-        heatmap_target=batch["heatmaps"],
+        heatmap_target=heatmap_target,
         depth_target=batch["depth"],
         has_3d=batch["has_3d"],
         visible=batch["visible"],
@@ -128,7 +135,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         stage = _set_up_stage(run, model, pos, restored.take_optimizer_state(pos.stage))
         for step in range(pos.step, stage.steps):
             lr = stage.set_lr(cfg, step)
+            waiting = time.perf_counter()
             batch = stage.next_batch(streams, run)
+            run.progress.waited(time.perf_counter() - waiting)
             _maybe_inject_failure(cfg, global_step, rank, world)
             terms = train_step(
                 stage.net, stage.optimizer, batch, stage.weights, stage.with_depth, run.autocast
@@ -187,6 +196,7 @@ def _restore(cfg: Config, rank: int, device: torch.device) -> tuple[PoseNet, _Re
     model = PoseNet(cfg.model).to(device)
     if _channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
+    compile_model(model, cfg.train.compile)  # in place, before any DDP wrap (pose3d/train/compile.py)
     state, adopted = None, None
     resume = ray.train.get_checkpoint()
     if resume is not None:
@@ -255,6 +265,20 @@ class _Progress:
         self.steps_last = 0
         self.steps_done = 0
         self.watchdog = watchdog
+        self.wait_s, self.t_wait = 0.0, self.t0  # seconds waiting for batches since t_wait
+
+    def waited(self, seconds: float) -> None:
+        """Count ``seconds`` spent getting the next batch (Ray Data, mixing, the copy to the device)."""
+        self.wait_s += seconds
+
+    def take_wait_fraction(self) -> float:
+        """The fraction of wall time since the previous call spent getting batches. ``train_step``
+        reads its losses back every step (a device sync), so on a GPU this is the time it sat idle
+        for data."""
+        now = time.perf_counter()
+        fraction = self.wait_s / (now - self.t_wait) if now > self.t_wait else 0.0
+        self.wait_s, self.t_wait = 0.0, now
+        return fraction
 
     def tick(self) -> None:
         self.steps_done += 1
@@ -458,10 +482,12 @@ def _make_optimizer(model: PoseNet, cfg: Config, lr: float) -> torch.optim.Optim
     """The configured optimizer over the parameters that train in this stage."""
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.RMSprop
+    fast = optimizer_flags(cls, params[0].device)  # fused on CUDA where torch has it, else foreach
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, o.alpha), eps=o.eps, weight_decay=o.weight_decay)
-    return torch.optim.RMSprop(
-        params, lr=lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay
+        return cls(params, lr=lr, betas=(0.9, o.alpha), eps=o.eps, weight_decay=o.weight_decay, **fast)
+    return cls(
+        params, lr=lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay, **fast
     )
 
 
@@ -515,6 +541,7 @@ def _report_and_checkpoint(
         nodes=run.nodes,
         lr=lr,
         img_per_s=run.progress.window(),
+        data_wait_fraction=run.progress.take_wait_fraction(),
         batch_rows=sum(stage.rows),
         world_size=run.world,
         global_batch_rows=sum(stage.rows) * run.world,

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pose3d import decode, geometry, skeleton
+from pose3d import decode, geometry, skeleton, targets
 from pose3d.data.augment import AugmentParams, identity_augmentation, make_batch, sample_augmentation
 from pose3d.data.mixing import MIN_ROWS_FOR_FRACTION, RowStream, SourceCounts, mixed_batch, shares
 from pose3d.schema import CROP_MARGIN
@@ -66,13 +66,13 @@ def test_identity_batch_targets_decode_to_the_labels():
     rows = _rows()
     b = make_batch(rows, 64, 16, identity_augmentation(4))
     assert b["image"].shape == (4, 3, 64, 64) and b["image"].dtype == np.uint8
-    assert b["heatmaps"].shape == (4, 16, 16, 16)
+    assert "heatmaps" not in b  # the trainer draws them on its device from joints_out and visible
     # The person box fills the input: crop px -> input px is a shift and a scale.
     crop, box = 96, 96 / CROP_MARGIN
     expect_in = (rows["joints_2d"].reshape(4, 16, 2) - (crop - 1) / 2) * (64 / box) + 63 / 2
     expect_out = geometry.input_to_output_px(expect_in, 4)
     np.testing.assert_allclose(b["joints_out"], expect_out, atol=1e-4)
-    decoded, _ = decode.heatmaps_to_joints(b["heatmaps"])
+    decoded, _ = decode.heatmaps_to_joints(targets.render_heatmaps(b["joints_out"], b["visible"], 16))
     assert np.abs(decoded - expect_out).max() <= 0.26
     assert np.isnan(b["depth"][~rows["has_3d"]]).all() and np.isfinite(b["depth"][rows["has_3d"]]).all()
     np.testing.assert_allclose(b["joints_2d_norm"], expect_out * 2 / 16 - 1, atol=1e-5)

@@ -15,6 +15,8 @@ BENCHMARKS: dict[str, str] = {
     "prep": "pose3d.cli.bench.prep",
     "model": "pose3d.cli.bench.model",
     "train": "pose3d.cli.bench.train",
+    "gpu-check": "pose3d.cli.bench.gpu_check",
+    "data": "pose3d.cli.bench.data",
 }
 
 

@@ -49,7 +49,7 @@ def _batch(cfg: Any, n: int, seed: int = 0) -> dict[str, Any]:
     s, o = cfg.model.input_size, cfg.model.output_size
     return {
         "image": rng.integers(0, 255, (n, 3, s, s), dtype=np.uint8),
-        "heatmaps": rng.random((n, 16, o, o), dtype=np.float32),
+        "joints_out": rng.uniform(-1, o, (n, 16, 2)).astype(np.float32),  # the step draws the heatmaps
         "depth": rng.uniform(-1, 1, (n, 16)).astype(np.float32),
         "joints_2d_norm": rng.uniform(-1, 1, (n, 16, 2)).astype(np.float32),
         "visible": np.ones((n, 16), bool),
