@@ -259,6 +259,8 @@ def test_bench_model_prints_a_row_per_config(capsys):
     rows = [row.split() for row in capsys.readouterr().out.splitlines() if row.startswith("small ")]
     assert len(rows) == 1
     params = f"{count_parameters(PoseNet(ModelConfig.small())):,}"
-    assert rows[0][:2] == ["small", params] and rows[0][3] == "1"  # name, params, GFLOP/img, batch
+    # name, params, GFLOP/img forward and forward+backward, batch, mode
+    assert rows[0][:2] == ["small", params] and rows[0][4:6] == ["1", "eager"]
+    assert 0 < float(rows[0][2]) < float(rows[0][3])
     assert main(["bench", "model", "--configs", "huge"]) == 2
-    assert "unknown config" in capsys.readouterr().err
+    assert "--configs huge: config 'huge': no such file, and not a packaged config" in capsys.readouterr().err

@@ -36,17 +36,22 @@ HELP = (
     "data path rows/s per CPU core (256 and 64 px, heatmaps on CPU vs device), bytes per row, cores per GPU"
 )
 
-#: The paper model's forward pass on one 256 px image (torch.utils.flop_counter; the authors'
-#: network is the same), and a training image's cost as forward + backward (~3 forwards).
-PAPER_FORWARD_GFLOP = 32.3
-TRAIN_FLOPS_PER_FORWARD = 3.0
-#: H100 SXM, bf16 dense tensor-core peak, and the share of it a well-fed training step reaches.
-H100_BF16_PEAK_TFLOPS = 989.0
+#: The GPU the default rate assumes (a name in ``bench.model.PEAK_BF16_TFLOPS``) and the share of its
+#: bf16 peak a well-fed training step of the paper model reaches.
+REFERENCE_GPU = "NVIDIA H100 80GB HBM3"
 ASSUMED_MFU = 0.35
-#: Training images per second of one such GPU on the paper model (~3,570).
-DEFAULT_GPU_IMG_S = (
-    ASSUMED_MFU * H100_BF16_PEAK_TFLOPS * 1e3 / (TRAIN_FLOPS_PER_FORWARD * PAPER_FORWARD_GFLOP)
-)
+
+
+def default_gpu_img_s() -> float:
+    """Training images/s of ``REFERENCE_GPU`` at ``ASSUMED_MFU`` on the paper model: its peak over the
+    model's forward+backward FLOPs per image (``bench.model.model_gflop``: about 3,600 img/s)."""
+    from pose3d.cli.bench.model import model_gflop, peak_tflops
+    from pose3d.model import ModelConfig
+
+    peak = peak_tflops(REFERENCE_GPU)
+    assert peak is not None, REFERENCE_GPU
+    return ASSUMED_MFU * peak * 1e3 / model_gflop(ModelConfig.paper())[1]
+
 
 SIDES = ("before", "after")
 WHERE_HEATMAPS = {"before": "cpu", "after": "device"}
@@ -66,10 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu-img-s",
         type=float,
-        default=DEFAULT_GPU_IMG_S,
-        help=f"training images/s one GPU consumes (default {DEFAULT_GPU_IMG_S:.0f}: the paper model, "
-        f"{TRAIN_FLOPS_PER_FORWARD:g} x {PAPER_FORWARD_GFLOP} GFLOP per image, at {100 * ASSUMED_MFU:.0f} %% "
-        f"of an H100's {H100_BF16_PEAK_TFLOPS:g} bf16 TFLOP/s)",
+        default=None,
+        help=f"training images/s one GPU consumes (default: the paper model's forward+backward FLOPs "
+        f"at {100 * ASSUMED_MFU:.0f} %% of an H100's bf16 peak, about 3,600)",
     )
     p.add_argument(
         "--device",
@@ -316,6 +320,8 @@ def run(args: argparse.Namespace) -> int:
         configs = {name: load_config(name) for name in args.configs.split(",") if name}
     except ConfigError as err:
         raise UserError(str(err)) from None
+    if args.gpu_img_s is None:
+        args.gpu_img_s = default_gpu_img_s()
     if args.rows < 1 or args.batch < 1 or args.gpu_img_s <= 0:
         raise UserError("--rows, --batch and --gpu-img-s must be positive")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
