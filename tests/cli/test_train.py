@@ -99,8 +99,18 @@ def _orphans(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.glob("checkpoint_*") if p.is_dir() and p.name not in registered)
 
 
-@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
-def test_a_stopped_run_resumes_from_what_it_announced(tmp_path, how):
+def _wait_for_no_ray_processes(ray_tmp: str) -> None:
+    deadline = time.monotonic() + 20  # the reaper stops what the driver left within seconds
+    while _ray_processes_of(ray_tmp) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ray_processes_of(ray_tmp) == []
+
+
+def test_a_stopped_run_resumes_from_what_it_announced(tmp_path):
+    """One run stopped twice, each time resumed by the same command: Ctrl-C (SIGINT) says where it
+    stopped and where the re-run resumes; then SIGKILL of the resumed run's whole process group.
+    After each stop no Ray process of the run is left; the third start finishes from the last
+    checkpoint it announced, and no unregistered checkpoint folder remains."""
     lab = write_shard_set(tmp_path / "lab", 16, has_3d=True, seed=0)
     wild = write_shard_set(tmp_path / "wild", 16, has_3d=False, seed=1, dataset="synthetic_wild")
     ray_tmp = tempfile.mkdtemp(prefix="p3d-")
@@ -113,35 +123,42 @@ def test_a_stopped_run_resumes_from_what_it_announced(tmp_path, how):
         "train.stages.3.steps=0", "train.checkpoint_every=3", "train.log_every=1", "run.keep_checkpoints=2",
     ]  # fmt: skip
     lines: list[str] = []
+    # 1. Ctrl-C after the checkpoint of step 3.
     proc = _start(args, env)
     try:
-        assert _read_until(proc, "checkpoint at global step 6", lines), "".join(lines[-30:])
-        announced = 6
-        if how == "SIGINT":
-            os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal reaches the driver
-            out, _ = proc.communicate(timeout=60)
-            lines.append(out)
-            assert proc.returncode == 130, "".join(lines[-30:])
-            said = r"interrupted after step (\d+) \(SIGINT\); the same command resumes from step (\d+)"
-            match = re.search(said, out)
-            assert match and int(match.group(1)) >= int(match.group(2)) >= announced, out
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its process group
-            proc.wait(timeout=30)
+        assert _read_until(proc, "checkpoint at global step 3", lines), "".join(lines[-30:])
+        os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal reaches the driver
+        out, _ = proc.communicate(timeout=60)
+        lines.append(out)
+        assert proc.returncode == 130, "".join(lines[-30:])
+        said = r"interrupted after step (\d+) \(SIGINT\); the same command resumes from step (\d+)"
+        match = re.search(said, out)
+        assert match and int(match.group(1)) >= int(match.group(2)) >= 3, out
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-    deadline = time.monotonic() + 20  # the reaper stops what the driver left within seconds
-    while _ray_processes_of(ray_tmp) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _ray_processes_of(ray_tmp) == []
-
+    _wait_for_no_ray_processes(ray_tmp)
+    # 2. The same command resumes; its whole process group is killed after the checkpoint of step 9.
+    lines.clear()
+    proc = _start(args, env)
+    try:
+        assert _read_until(proc, "checkpoint at global step 9", lines), "".join(lines[-30:])
+        resumed = re.search(r"resumed from checkpoint at global step (\d+)", "".join(lines))
+        assert resumed and int(resumed.group(1)) >= 3, "".join(lines[-30:])
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its process group
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    _wait_for_no_ray_processes(ray_tmp)
+    # 3. Once more: it resumes from the checkpoint of step 9 (or later) and finishes.
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     output = again.stdout + again.stderr
     assert again.returncode == 0, output[-3000:]
     resumed = re.search(r"resumed from checkpoint at global step (\d+)", output)
-    assert resumed and int(resumed.group(1)) >= announced, output[-3000:]
+    assert resumed and int(resumed.group(1)) >= 9, output[-3000:]
     assert "global_step=12" in output
     assert _orphans(tmp_path / "runs" / "r") == []
