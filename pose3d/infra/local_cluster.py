@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -311,6 +312,9 @@ class LocalCluster:
                 return
             if not is_running(node.pid):
                 raise ClusterError(f"`ray start` for {node.name} exited:\n{_tail(log)}")
+            fatal = _raylet_fatal(Path(node.temp_dir))
+            if fatal:  # `ray start` itself would wait out its own timeout (minutes) first
+                raise ClusterError(f"the raylet of {node.name} died at start: {fatal}")
             time.sleep(0.25)
         raise ClusterError(f"`ray start` for {node.name} did not finish in time:\n{_tail(log)}")
 
@@ -424,13 +428,15 @@ class LocalCluster:
             raise ClusterError(f"{name}: processes {sorted(left)} survived SIGKILL")
         return pids
 
-    def restart_node(self, name: str, timeout_s: float = 120.0, attempts: int = 2) -> None:
+    def restart_node(self, name: str, timeout_s: float = 120.0, attempts: int = 4) -> None:
         """Start worker node ``name`` again (same resources, fresh ports) after ``kill_node``; returns
         once it joined the cluster. Its previous log is kept beside the new one.
 
-        A start that does not come up within ``timeout_s`` (on a loaded 2-core machine the raylet
-        has timed out waiting for its dashboard agent) is killed, by its own PIDs, and tried again
-        with fresh ports and temp dir, up to ``attempts`` starts in all."""
+        A start that does not come up within ``timeout_s``, or whose raylet dies meanwhile, is
+        killed, by its own PIDs, and tried again with fresh ports and temp dir, up to ``attempts``
+        starts in all. Why: Ray 2.60's raylet gives its dashboard agent a fixed 15 s to write its
+        ports and aborts past that (ray-project/ray issue 65983); on 2 cores busy training, the
+        agent of a restarted node has missed it twice in a row (docs/design.md, Elastic training)."""
         state = self._require_state()
         node = self._node(name)
         if is_running(node.pid):
@@ -561,6 +567,19 @@ def _forget_address(gcs_address: str) -> None:
                 path.unlink()
         except OSError:
             pass
+
+
+#: A glog line of severity C (fatal), e.g. "[2026-12-02 16:16:31,336 C 2758 2758] (raylet) ...".
+_GLOG_FATAL = re.compile(r"\[\S+ \S+ C \d+ \d+\]")
+
+
+def _raylet_fatal(temp_dir: Path) -> str:
+    """The first fatal line (glog severity C) of a raylet log under ``temp_dir``, or ""."""
+    for err in temp_dir.glob("session_*/logs/raylet.err"):
+        for line in err.read_text(errors="replace").splitlines():
+            if _GLOG_FATAL.match(line):
+                return line.strip()
+    return ""
 
 
 def _tail(path: Path, lines: int = 30) -> str:

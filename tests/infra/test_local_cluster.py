@@ -302,3 +302,19 @@ def test_script_status_then_stop_kills_every_process(local_cluster):  # noqa: F8
         [*script, "status", "--dir", directory], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert after.returncode == 1 and "no local cluster state" in after.stderr
+
+
+def test_a_raylet_that_died_at_start_is_told_from_one_still_starting(tmp_path):
+    from pose3d.infra.local_cluster import _raylet_fatal
+
+    logs = tmp_path / "session_2026-12-02_16-09-44_493831_30638" / "logs"
+    logs.mkdir(parents=True)
+    err = logs / "raylet.err"
+    err.write_text("[2026-12-02 16:16:13,335 I 2758 2758] (raylet) main.cc:300: starting\n")
+    assert _raylet_fatal(tmp_path) == ""  # still starting: restart_node waits on
+    fatal = (
+        "[2026-12-02 16:16:31,336 C 2758 2758] (raylet) node_manager.cc:3588:  An unexpected system "
+        "state has occurred. ... Timed out waiting for file .../metrics_agent_port_5bd1"
+    )
+    err.write_text(err.read_text() + fatal + "\n*** StackTrace Information ***\n")
+    assert _raylet_fatal(tmp_path) == fatal  # restart_node kills that start and tries again
