@@ -77,3 +77,12 @@ def test_gpu_check_without_a_gpu_says_skipped_and_exits_0():
     out = subprocess.run([POSE3D, "bench", "gpu-check"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "skipped: no GPU"
+
+
+def test_bench_train_runs_every_side_on_one_cpu_worker_whatever_the_config():
+    from pose3d.cli.bench.train import side_overrides
+
+    for name in ("paper", "demo"):  # the paper config asks for a GPU
+        cfg = load_config(name, side_overrides(batch=2, threads=1))
+        assert (cfg.scaling.use_gpu, cfg.scaling.max_workers, cfg.data.batch_size) == (False, 1, 2)
+        assert cfg.scaling.cpus_per_worker == 1

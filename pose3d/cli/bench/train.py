@@ -95,11 +95,22 @@ def _ray_in_memory(loop_config: dict[str, Any]) -> None:
         ray.train.report({"img_per_s": ips}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+def side_overrides(batch: int, threads: int) -> list[str]:
+    """The config overrides of every side: one worker on this machine's CPU, as (a) runs (the paper
+    config asks for a GPU, which (c) would otherwise wait for forever on a machine without one)."""
+    return [
+        f"data.batch_size={batch}",
+        f"scaling.cpus_per_worker={threads}",
+        "scaling.use_gpu=false",
+        "scaling.num_workers=1",
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     from pose3d.cli.errors import UserError
     from pose3d.train.config import ConfigError, load_config
 
-    overrides = [f"data.batch_size={args.batch}", f"scaling.cpus_per_worker={args.threads}"]
+    overrides = side_overrides(args.batch, args.threads)
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as err:
