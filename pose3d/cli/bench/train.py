@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     results["(a) plain PyTorch, in-memory"] = _timed_steps(
         cfg, _batch(cfg, args.batch), args.steps, args.warmup, args.threads
     )
-    print(f"(a) done: {results['(a) plain PyTorch, in-memory']:.1f} img/s", flush=True)
+    print(f"(a) done: {results['(a) plain PyTorch, in-memory']:.3g} img/s", flush=True)
 
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             run_config=RunConfig(name="bench-in-memory", storage_path=storage),
         )
         results["(b) Ray Train, in-memory"] = trainer.fit().metrics["img_per_s"]
-        print(f"(b) done: {results['(b) Ray Train, in-memory']:.1f} img/s", flush=True)
+        print(f"(b) done: {results['(b) Ray Train, in-memory']:.3g} img/s", flush=True)
         if not args.skip_data:
             coordinator_cpu = {}
             sides = [("(c) Ray Train + Ray Data, shards", [])]
@@ -157,13 +157,13 @@ def run(args: argparse.Namespace) -> int:
                 with CoordinatorCpu() as cpu:
                     results[name] = _ray_with_data(side_cfg, args, storage, f"bench-data-{len(results)}")
                 coordinator_cpu[name] = cpu.core_fraction()
-                print(f"{name.split()[0]} done: {results[name]:.1f} img/s", flush=True)
+                print(f"{name.split()[0]} done: {results[name]:.3g} img/s", flush=True)
     ray.shutdown()
 
     base = results["(a) plain PyTorch, in-memory"]
     print(f"\n{'side':<36} {'img/s':>8} {'step ms':>9} {'ratio to (a)':>13}")
     for name, ips in results.items():
-        print(f"{name:<36} {ips:>8.1f} {1000 * args.batch / ips:>9.1f} {ips / base:>13.3f}")
+        print(f"{name:<36} {ips:>8.3g} {1000 * args.batch / ips:>9.1f} {ips / base:>13.3f}")
     overhead = 1 - results["(b) Ray Train, in-memory"] / base
     print(f"\nRay Train overhead (b vs a): {100 * overhead:.1f} % (target <= 15 %)")
     for name, fraction in coordinator_cpu.items() if not args.skip_data else ():
