@@ -459,8 +459,9 @@ class LocalCluster:
                 _signal_all(pids, signal.SIGKILL)
                 _wait_gone(pids, 30.0)
                 if attempt == attempts:
-                    raylet = sorted(Path(fresh.temp_dir).glob("session_*/logs/raylet.*"))
-                    detail = "\n".join(f"{f}:\n{_tail(f)}" for f in raylet)
+                    logs = sorted(Path(fresh.temp_dir).glob("session_*/logs/raylet.*"))
+                    logs += sorted(Path(fresh.temp_dir).glob("session_*/logs/dashboard_agent.*"))
+                    detail = "\n".join(f"{f}:\n{_tail(f)}" for f in logs)
                     raise ClusterError(f"{name}: {attempts} starts failed; last: {err}\n{detail}") from None
                 log.warning("%s did not start (%s); starting it again", name, str(err).splitlines()[0])
                 node = fresh
