@@ -182,6 +182,27 @@ class RunSection:
     # Ray Train's own console logs (ray.train.*). At INFO it prints every report and checkpoint
     # upload (hundreds of lines a run); the training loop prints its own progress and checkpoints.
     ray_train_log_level: str = "WARNING"
+    # How a checkpoint reaches storage_path (docs/design.md, Checkpoint upload). sync: inside the
+    # report, the step waits for the upload; async: the state is written to a local folder first,
+    # then Ray Train uploads it on a background thread while training goes on (and deletes the
+    # folder); auto: async for remote storage (s3://, gs://, ...), sync for a local path or file://.
+    checkpoint_upload: str = "auto"
+
+    def upload_mode(self) -> str:
+        """``checkpoint_upload`` with ``auto`` resolved: "sync" or "async"."""
+        if self.checkpoint_upload != "auto":
+            return self.checkpoint_upload
+        return "async" if is_remote_storage(self.storage_path) else "sync"
+
+
+#: The values of ``run.checkpoint_upload``.
+CHECKPOINT_UPLOAD_MODES: tuple[str, ...] = ("auto", "sync", "async")
+
+
+def is_remote_storage(path: str) -> bool:
+    """True for an object-store or other remote URI (``s3://``, ``gs://``); False for a local path
+    and for ``file://``, which is local too."""
+    return storage.is_uri(path) and not str(path).lower().startswith("file://")
 
 
 @dataclass
@@ -262,6 +283,11 @@ class Config:
             raise ConfigError(
                 f"run.ray_train_log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
                 f"got {self.run.ray_train_log_level!r}"
+            )
+        if self.run.checkpoint_upload not in CHECKPOINT_UPLOAD_MODES:
+            raise ConfigError(
+                f"run.checkpoint_upload must be auto, sync or async, got {self.run.checkpoint_upload!r} "
+                "(auto: async when run.storage_path is remote, s3:// or gs://; sync for a local path)"
             )
         if self.scaling.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
             raise ConfigError(f"scaling.placement_strategy: unknown {self.scaling.placement_strategy!r}")

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -145,6 +147,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             global_step += 1
             run.progress.tick()
             _report_and_checkpoint(run, model, stage, step + 1, global_step, terms, lr)
+    _wait_for_uploads(run)
     run.close()
 
 
@@ -317,6 +320,10 @@ class _Run:
     tallies: dict[str, RowTally] = field(default_factory=dict)  # each stream's skipped rows
     adopted: str | None = None  # rank 0: an unregistered checkpoint folder resumed from, removed later
     sources: dict[str, SourceCounts] = field(default_factory=dict)  # each side's rows per source
+    upload: ray.train.CheckpointUploadMode = ray.train.CheckpointUploadMode.SYNC  # run.checkpoint_upload
+    # rank 0: each checkpoint reported but not yet seen in storage, oldest first: (global step,
+    # folder name in the run folder, local folder written), the local folder gone once it is uploaded
+    uploading: list[tuple[int, str, str]] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -362,6 +369,7 @@ class _Run:
             tallies,
             restored.adopted if rank == 0 else None,
             sources,
+            _upload_mode(cfg),
         )
 
     def skipped_rows(self) -> int:
@@ -561,7 +569,7 @@ def _report_and_checkpoint(
     if due.checkpoint:
         _report_with_checkpoint(run, model, stage, metrics)
     else:
-        ray.train.report(metrics)
+        _report(run, metrics)
 
 
 def _source_metrics(run: _Run) -> dict[str, float]:
@@ -600,37 +608,110 @@ def _run_source_rows(metrics: dict[str, Any], cfg: Config) -> dict[str, list[int
     }
 
 
+def _upload_mode(cfg: Config) -> ray.train.CheckpointUploadMode:
+    """Ray Train's upload mode for ``run.checkpoint_upload`` ("auto" resolved by the storage path)."""
+    if cfg.run.upload_mode() == "async":
+        return ray.train.CheckpointUploadMode.ASYNC
+    return ray.train.CheckpointUploadMode.SYNC
+
+
+def _report(run: _Run, metrics: dict[str, Any]) -> None:
+    """A report without a checkpoint. Ray Train hands a worker's reports to its controller in order,
+    one per poll (every 2 s), so while rank 0 has a checkpoint uploading in the background this
+    report goes in the background too: a sync one would wait for the upload. Otherwise sync, Ray's
+    default: a worker reporting faster than the controller polls waits, rather than queueing up."""
+    if run.rank == 0:
+        _note_persisted(run)
+    mode = ray.train.CheckpointUploadMode.ASYNC if run.uploading else ray.train.CheckpointUploadMode.SYNC
+    ray.train.report(metrics, checkpoint_upload_mode=mode)
+
+
 def _report_with_checkpoint(run: _Run, model: PoseNet, stage: _Stage, metrics: dict[str, Any]) -> None:
     """Every rank reports ``metrics``; rank 0's report carries the checkpoint (weights, optimizer,
-    stage and step, config, metrics), which Ray Train persists into the run's storage."""
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if run.rank == 0:
-            ckpt.save_checkpoint(
-                tmp,
-                model,
-                run.cfg.model,
-                optimizer=stage.optimizer,
-                stage=stage.number,
-                step_in_stage=metrics["step_in_stage"],
-                global_step=metrics["global_step"],
-                config=run.cfg.to_dict(),
-                metrics=metrics,
-                source_rows=_run_source_rows(metrics, run.cfg),
-                world_size=run.world,
-            )
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            run.tensorboard.sync()
-        ray.train.report(metrics, checkpoint=checkpoint)
+    stage and step, config, metrics), which Ray Train persists into the run's storage.
+
+    Rank 0 writes the whole state into a local folder first (``torch.save`` copies the tensors,
+    from the GPU too), so the next steps may change the weights while the folder uploads. In sync
+    mode the report returns once the folder is in storage, and the folder is removed here; in async
+    mode it returns at once, and Ray Train uploads the folder on a background thread, then deletes
+    it (docs/design.md, Checkpoint upload)."""
+    checkpoint, local, name = None, None, None
+    step = metrics["global_step"]
+    background = run.upload == ray.train.CheckpointUploadMode.ASYNC
     if run.rank == 0:
-        saved = ray.train.get_checkpoint()  # the persisted copy, in the run's storage
-        log.info("checkpoint at global step %d: %s", metrics["global_step"], saved.path if saved else "?")
-        if run.adopted is not None and saved is not None:
-            # A newer checkpoint is registered: the adopted folder, which Ray never prunes, goes.
-            fs, path = storage.resolve(run.adopted)
-            fs.delete_dir(path)
-            log.info("removed %s: resumed from, never registered, now superseded", run.adopted)
-            run.adopted = None
+        local = tempfile.mkdtemp(prefix="pose3d-ckpt-")
+        ckpt.save_checkpoint(
+            local,
+            model,
+            run.cfg.model,
+            optimizer=stage.optimizer,
+            stage=stage.number,
+            step_in_stage=metrics["step_in_stage"],
+            global_step=step,
+            config=run.cfg.to_dict(),
+            metrics=metrics,
+            source_rows=_run_source_rows(metrics, run.cfg),
+            world_size=run.world,
+        )
+        checkpoint = ray.train.Checkpoint.from_directory(local)
+        run.tensorboard.sync()
+        # Ray Train's own name format (folders sort by time: ckpt.reconcile relies on it), chosen here
+        # to know the folder; Ray takes rank 0's name for every rank.
+        name = f"{ckpt.CHECKPOINT_PREFIX}{datetime.today().strftime('%Y-%m-%d_%H-%M-%S.%f')}"
+        run.uploading.append((step, name, local))
+    try:
+        ray.train.report(
+            metrics,
+            checkpoint=checkpoint,
+            checkpoint_dir_name=name,
+            checkpoint_upload_mode=run.upload,
+            delete_local_checkpoint_after_upload=background,
+        )
+    finally:
+        if local is not None and not background:
+            shutil.rmtree(local, ignore_errors=True)
+    if run.rank == 0:
+        if background:
+            where = storage.join(run.cfg.run.storage_path, run.cfg.run.name, name)
+            log.info("uploading the step-%d checkpoint to %s in the background", step, where)
+        _note_persisted(run, everything=not background)  # sync: every upload so far is done
+
+
+def _note_persisted(run: _Run, everything: bool = False) -> None:
+    """Rank 0: announce each checkpoint that is in storage now, and remove the adopted folder once
+    a newer checkpoint is. A checkpoint is there when its local folder is gone: removed here after a
+    sync report, deleted by Ray Train right after an async upload (uploads run one at a time, in
+    order). ``everything``: all reported are in storage (a sync report returned, or the run's end).
+    ``checkpoint at global step N: PATH`` means the folder is in storage, complete, in either mode;
+    registered by Ray Train or, should the run stop first, adopted when it resumes."""
+    done = 0
+    while done < len(run.uploading) and (everything or not os.path.exists(run.uploading[done][2])):
+        done += 1
+    if not done:
+        return
+    run_dir = storage.join(run.cfg.run.storage_path, run.cfg.run.name)
+    for step, name, local in run.uploading[:done]:
+        shutil.rmtree(local, ignore_errors=True)  # left by a failed delete
+        log.info("checkpoint at global step %d: %s", step, storage.join(run_dir, name))
+    del run.uploading[:done]
+    if run.adopted is not None:
+        # A newer checkpoint is in storage: the adopted folder, which Ray never prunes, goes.
+        fs, path = storage.resolve(run.adopted)
+        fs.delete_dir(path)
+        log.info("removed %s: resumed from, never registered, now superseded", run.adopted)
+        run.adopted = None
+
+
+def _wait_for_uploads(run: _Run) -> None:
+    """Rank 0, after the last step: wait until Ray Train's controller has registered every report so
+    far (async uploads included), then announce the checkpoints still in flight. Nothing to wait for
+    in sync mode, where each checkpoint is in storage when its report returns."""
+    if run.rank != 0 or not run.uploading:
+        return
+    waited = time.perf_counter()
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+    log.info("waited %.1f s for the last checkpoint upload(s)", time.perf_counter() - waited)
+    _note_persisted(run, everything=True)
 
 
 def _progress_line(m: dict[str, Any], stage_steps: int, total: int, eta: str, data: DataSection) -> str:

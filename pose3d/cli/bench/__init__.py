@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "pose3d.cli.bench.train",
     "gpu-check": "pose3d.cli.bench.gpu_check",
     "data": "pose3d.cli.bench.data",
+    "checkpoint": "pose3d.cli.bench.checkpoint",
 }
 
 
