@@ -10,7 +10,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 
-from tune.plan import DIVERGED_MPJPE, RUNS_DIR
+from tune.plan import DIVERGED_MPJPE, METRIC, RUNS_DIR
 from tune.trial import train_run_name
 
 log = logging.getLogger("pose3d.tune")
@@ -40,8 +40,31 @@ class ResumableASHA(ASHAScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if trial.trial_id in self._stops_pending():
             self._stops_pending().discard(trial.trial_id)
+            log.info("ASHA: trial %s stops: a result replayed on resume was below its rung", trial.trial_id)
             return self.STOP
-        return super().on_trial_result(tune_controller, trial, result)
+        bracket = self._trial_info.get(trial.trial_id)
+        before = [(m, dict(r)) for m, r in bracket._rungs] if bracket is not None else []
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == self.STOP and self._time_attr in result and self._metric in result:
+            log.info("ASHA stops trial %s: %s", trial.trial_id, _why_stopped(bracket, before, trial.trial_id,
+                     result[self._time_attr], result[self._metric], self._metric_op))  # fmt: skip
+        return action
+
+
+def _why_stopped(
+    bracket: Any, rungs: list[tuple[int, dict[str, float]]], trial_id: str, at: int, value: float, sign: float
+) -> str:
+    """Why ASHA stopped a trial at time ``at`` with metric ``value``, from the rungs before that
+    result (``rungs``: milestone -> trial id -> reward, reward = ``sign`` x metric)."""
+    judged = [(m, r) for m, r in rungs if m <= at and trial_id not in r]
+    if not judged or not judged[0][1]:
+        return f"at step {at}, {METRIC} {value:.4g}"
+    milestone, recorded = judged[0]  # rungs run from the highest milestone down
+    cutoff = sign * float(bracket.cutoff(recorded))
+    return (
+        f"at step {at}, {METRIC} {value:.4g} is worse than the cutoff {cutoff:.4g} of the rung at step "
+        f"{milestone}, set by {len(recorded)} trial(s) there before it"
+    )
 
 
 def _reported_results(trial: Any, time_attr: str, metric: str) -> list[dict[str, Any]]:

@@ -7,7 +7,9 @@ training row is the same image and augmentation is off, so training is determini
 trials with the same knobs report identical validation MPJPE. The trials are two pairs of twins
 (lr 1e-3, lr 1e-6) started pair by pair. Whichever setting is worse at the first rung (step 2),
 its twin of the second pair reaches that rung after both settings of the first pair were recorded
-there: below their median, ASHA (reduction factor 2) must stop it.
+there: below their median, ASHA (reduction factor 2) must stop it. The rung at step 4 is not made
+certain (batch-norm statistics move even at lr 1e-6, so either setting may lead there): which trials
+complete varies, but the first to reach that rung always does.
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys
     states = [(t.params["lr"], t.state(), t.steps_done) for t in trials]
     assert any(t.stopped_early and t.steps_done == 2 for t in worse), states
     assert not any(t.steps_done == 2 for t in better)
-    assert any(t.state() == "completed" and t.steps_done == 8 for t in trials)
+    assert any(t.state() == "completed" and t.steps_done == 8 for t in trials), (states, after)
     assert all(t.steps_planned == 8 for t in trials)
     assert [t.score for t in trials] == sorted(t.score for t in trials)
     # Every trial's TensorBoard events sit under the experiment, so one logdir shows the search.

@@ -413,7 +413,9 @@ class _Trial:
         self.trial_id, self.storage = trial_id, _Storage(folder)
 
 
-def test_asha_rungs_are_rebuilt_from_reported_results_on_resume(tmp_path):
+def test_asha_rungs_are_rebuilt_from_reported_results_on_resume(tmp_path, caplog):
+    import logging
+
     from ray.tune.schedulers import TrialScheduler
 
     from tune.asha import ResumableASHA
@@ -437,7 +439,10 @@ def test_asha_rungs_are_rebuilt_from_reported_results_on_resume(tmp_path):
     asha.on_trial_add(None, new)
     asha.on_trial_add(None, good)
     # The rung's cutoff is the median of 530 and 540 = 535 mm: 593 stops, 520 goes on.
-    assert asha.on_trial_result(None, new, {"global_step": 2, "val_mpjpe": 593.0}) == TrialScheduler.STOP
+    with caplog.at_level(logging.INFO, logger="pose3d.tune"):
+        assert asha.on_trial_result(None, new, {"global_step": 2, "val_mpjpe": 593.0}) == TrialScheduler.STOP
+    assert "ASHA stops trial c: at step 2, val_mpjpe 593 is worse than the cutoff 535 of the rung at step 2, " \
+        "set by 2 trial(s)" in caplog.text  # fmt: skip
     assert asha.on_trial_result(None, good, {"global_step": 2, "val_mpjpe": 520.0}) == TrialScheduler.CONTINUE
     # With empty rungs (what plain ASHA has after a restore) the first trial at a rung always goes on.
     fresh = scheduler()
