@@ -1,4 +1,5 @@
-"""The synthetic pose gap: the ASF/AMC reader (no Ray)."""
+"""The synthetic pose gap: the ASF/AMC reader, pose clusters, the lab's clusters, composed poses
+within the bank's joint limits (no Ray)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.synthetic import asfamc
+from data_prep.synthetic import asfamc, posebank
+from pose3d import skeleton
 
 # --- ASF/AMC ---------------------------------------------------------------------------------
 
@@ -90,6 +92,16 @@ def test_asf_amc_reads_the_cmu_fixture(fixtures_dir: Path) -> None:
     for bone in skel.bones:  # every bone keeps its length in every frame
         lengths = np.linalg.norm(pos[bone.name] - pos[bone.parent], axis=-1)
         np.testing.assert_allclose(lengths, bone.length, rtol=1e-9, err_msg=bone.name)
+    dirs, aux, frames = posebank.asf_amc_poses(asf, amc)
+    assert dirs.shape == (597, 14, 3) and aux.shape == (597, 4, 3)
+    angles = posebank.joint_angles(dirs)
+    for side in ("r", "l"):  # knees bend backwards and not flat, elbows do not fold flat
+        assert 0.0 <= angles[f"{side}_knee"].min() and angles[f"{side}_knee"].max() < 150.0
+        assert angles[f"{side}_elbow"].max() < 165.0
+    joints = posebank.joints_from_directions(dirs, skeleton.CANONICAL_BONE_LENGTHS_MM)
+    j = skeleton.JOINT_INDEX
+    assert np.all(joints[:, j["head_top"], 1] - joints[:, j["pelvis"], 1] > 400.0)  # upright, y up
+    assert aux[:, posebank.AUX_INDEX["r_foot"], 2].mean() > 0.7  # feet point forward
 
 
 @pytest.mark.parametrize(
@@ -115,3 +127,85 @@ def test_malformed_asf_amc_name_the_file_and_line(
     a, m = _write(tmp_path, asf, amc)
     with pytest.raises(ValueError, match=message):
         asfamc.read_amc(m, asfamc.read_asf(a))
+
+
+# --- clusters, the lab's share, composed poses ----------------------------------------------------
+
+
+def test_pose_clusters_are_deterministic_and_ordered_from_the_mean() -> None:
+    bank = posebank.load_bank()
+    joints = posebank.joints_from_directions(bank.bone_dirs, skeleton.CANONICAL_BONE_LENGTHS_MM)
+    a = posebank.pose_clusters(joints, 12, seed=0)
+    np.testing.assert_array_equal(a, posebank.pose_clusters(joints, 12, seed=0))
+    np.testing.assert_array_equal(a, bank.clusters)  # the shipped labels are these
+    assert set(a.tolist()) == set(range(12))
+    mean = joints.mean(axis=0)
+    spread = [np.linalg.norm(joints[a == c].mean(axis=0) - mean, axis=-1).mean() for c in range(12)]
+    assert spread == sorted(spread)  # cluster 0 the most ordinary
+
+
+def test_lab_poses_come_only_from_the_lab_clusters() -> None:
+    bank = posebank.load_bank()
+    for share in (0.2, 0.5, 0.9):
+        clusters = posebank.lab_clusters(bank, share)
+        np.testing.assert_array_equal(clusters, np.arange(len(clusters)))  # a prefix
+        pool = posebank.lab_pool(bank, share)
+        assert len(pool) >= share * len(bank) and set(bank.clusters[pool]) == set(clusters.tolist())
+        _, _, index = posebank.sample_poses(bank, np.random.default_rng(1), 500, pool=pool)
+        assert np.isin(bank.clusters[index], clusters).all()
+    assert len(posebank.lab_pool(bank, 1.0)) == len(bank)
+    with pytest.raises(ValueError, match="lab pose share"):
+        posebank.PoseGap(lab_pose_share=0.0)
+    with pytest.raises(ValueError, match="composed share"):
+        posebank.PoseGap(composed_share=1.5)
+
+
+def test_composed_poses_respect_the_banks_joint_limits() -> None:
+    bank = posebank.load_bank()
+    limits = posebank.JointLimits.from_bank(bank)
+    assert limits.within(bank.bone_dirs).all()
+    for name in ("knee", "elbow", "hip_flexion", "hip_abduction", "shoulder"):  # mirror-symmetric
+        assert limits.low[f"r_{name}"] == pytest.approx(limits.low[f"l_{name}"], abs=1e-3)
+        assert limits.high[f"r_{name}"] == pytest.approx(limits.high[f"l_{name}"], abs=1e-3)
+    dirs, aux, composed = posebank.compose_poses(bank, np.random.default_rng(0), 300, limits)
+    assert composed.mean() > 0.9
+    assert limits.within(dirs).all()
+    np.testing.assert_allclose(np.linalg.norm(dirs, axis=-1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(aux, axis=-1), 1.0, atol=1e-9)
+    # New poses: most lie away from every bank pose (and its mirror image).
+    both = np.concatenate([bank.bone_dirs, posebank.mirror(bank.bone_dirs, bank.aux_dirs)[0]])
+    dist = np.linalg.norm(dirs[:, None] - both[None], axis=-1).mean(axis=-1).min(axis=1)
+    assert np.mean(dist > 0.05) > 0.8
+    # A pose outside the limits is refused: a knee bent forwards.
+    bad = bank.bone_dirs[:1].copy()
+    bad[0, skeleton.BONE_INDEX["r_lower_leg"]] = [0.0, -1.0, 0.0]  # ankle -> knee points down
+    assert not limits.within(bad)[0]
+    # Deterministic per generator state.
+    again, _, _ = posebank.compose_poses(bank, np.random.default_rng(0), 300, limits)
+    np.testing.assert_array_equal(dirs, again)
+
+
+def test_wild_draws_compose_the_share_asked_for() -> None:
+    bank = posebank.load_bank()
+    limits = posebank.JointLimits.from_bank(bank)
+    _, _, index = posebank.sample_poses(
+        bank, np.random.default_rng(2), 2000, composed_share=0.3, limits=limits
+    )
+    assert abs(np.mean(index == -1) - 0.3) < 0.04
+    _, _, index = posebank.sample_poses(bank, np.random.default_rng(2), 200)
+    assert (index >= 0).all()
+
+
+def test_cli_states_the_pose_gap_defaults() -> None:
+    from pose3d.cli import prep
+
+    assert prep._GAP_DEFAULTS == (posebank.LAB_POSE_SHARE, posebank.COMPOSED_SHARE)
+    assert posebank.PoseGap() == posebank.PoseGap(*prep._GAP_DEFAULTS)
+
+
+def test_generator_records_the_pose_gap() -> None:
+    from data_prep.synthetic import generator
+
+    params = generator._params(8, 5, 6, 96, 0, 1, "npz", 0, posebank.PoseGap(0.3, 0.6))
+    assert params["pose_gap"]["lab_pose_share"] == 0.3 and params["pose_gap"]["composed_share"] == 0.6
+    assert params["pose_gap"]["lab_clusters"][0] == 0 and 0 < params["pose_gap"]["lab_poses"] < 500
