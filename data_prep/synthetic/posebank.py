@@ -372,8 +372,8 @@ def yaw_rotations(yaw: np.ndarray) -> np.ndarray:
 #: The defaults of the pose gap (docs/synthetic.md, The pose gap: set from ``python -m
 #: data_prep.synthetic.posegap``): the lab draws from the most ordinary clusters holding about this
 #: share of the bank; this share of the wild and wild-test poses is composed.
-LAB_POSE_SHARE = 0.5
-COMPOSED_SHARE = 0.3
+LAB_POSE_SHARE = 0.6
+COMPOSED_SHARE = 0.9
 LIMBS: dict[str, tuple[int, ...]] = {
     "r_arm": (skeleton.BONE_INDEX["r_upper_arm"], skeleton.BONE_INDEX["r_lower_arm"]),
     "l_arm": (skeleton.BONE_INDEX["l_upper_arm"], skeleton.BONE_INDEX["l_lower_arm"]),

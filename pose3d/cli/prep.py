@@ -41,7 +41,7 @@ READER_COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
 #: The synthetic pose gap's defaults (lab pose share, composed share) as --help states them: the
 #: values of data_prep.synthetic.posebank.LAB_POSE_SHARE / COMPOSED_SHARE (a test keeps them equal;
 #: importing the generator here would slow every ``pose3d`` command).
-_GAP_DEFAULTS = (0.5, 0.3)
+_GAP_DEFAULTS = (0.6, 0.9)
 
 _LAYOUT_HELP = (
     "Output: OUT/<dataset>/<split>/<task>-<k>.parquet, with done-markers, quarantine reports and "

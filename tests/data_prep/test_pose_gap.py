@@ -1,5 +1,5 @@
 """The synthetic pose gap: the ASF/AMC reader, pose clusters, the lab's clusters, composed poses
-within the bank's joint limits (no Ray)."""
+within the bank's joint limits, and the gap measured on the real fixtures (no Ray)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.synthetic import asfamc, posebank
+from data_prep.synthetic import asfamc, posebank, posegap
 from pose3d import skeleton
 
 # --- ASF/AMC ---------------------------------------------------------------------------------
@@ -209,3 +209,35 @@ def test_generator_records_the_pose_gap() -> None:
     params = generator._params(8, 5, 6, 96, 0, 1, "npz", 0, posebank.PoseGap(0.3, 0.6))
     assert params["pose_gap"]["lab_pose_share"] == 0.3 and params["pose_gap"]["composed_share"] == 0.6
     assert params["pose_gap"]["lab_clusters"][0] == 0 and 0 < params["pose_gap"]["lab_poses"] < 500
+
+
+# --- the measurement --------------------------------------------------------------------------------
+
+
+def test_nearest_distances_are_invariant_to_similarity_transforms() -> None:
+    bank = posebank.load_bank()
+    joints = posebank.joints_from_directions(bank.bone_dirs[:40], skeleton.CANONICAL_BONE_LENGTHS_MM)
+    c, s = np.cos(0.7), np.sin(0.7)
+    moved = 0.5 * joints @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]).T + 30.0
+    np.testing.assert_allclose(posegap.nearest_3d(moved[:5], joints), 0.0, atol=1e-6)
+    views = posegap.project_views(joints)
+    assert views.shape == (40 * len(posegap.VIEWS), 16, 2)
+    np.testing.assert_allclose(posegap.nearest_2d(2.0 * views[::97] + 5.0, views), 0.0, atol=1e-3)  # mm
+    assert posegap.nearest_3d(joints[:5], joints[5:]).min() > 0
+
+
+def test_the_gap_measured_on_the_fixtures(fixtures_dir: Path) -> None:
+    """The figures docs/synthetic.md quotes: MPII's poses lie farther from Human3.6M S1's than S1's
+    held-out poses do, in 2D; few poses hold 3D labels (3 other-subject H36M frames, 2 3DHP)."""
+    if not (fixtures_dir / "mocap" / "h36m_expmap_S1").is_dir():
+        pytest.skip("Human3.6M exp-map fixture not found")
+    real = posegap.measure_real(fixtures_dir)
+    assert real.counts == {
+        "H36M S1 held-out 3d": 651, "H36M S1 held-out 2d": 651, "H36M S5/S7/S8 3d": 3,
+        "H36M S5/S7/S8 2d": 3, "MPII val 2d": 2017, "3DHP test 3d": 2, "3DHP test 2d": 2,
+    }  # fmt: skip
+    assert real.reference_size == 647
+    assert real.medians["H36M S1 held-out 3d"] == pytest.approx(62.1, abs=0.05)
+    assert real.medians["MPII val 2d"] == pytest.approx(87.3, abs=0.05)
+    assert real.ratio_2d == pytest.approx(1.59, abs=0.005)
+    assert real.ratio_3d == pytest.approx(1.75, abs=0.005)
