@@ -8,9 +8,11 @@ issue 16), so the same readers run on it.
 - ``list_tasks`` / ``read_task`` make this package a reader for ``data_prep.writer``
   (``reader.py``).
 
-Modules: ``bvh`` (BVH parsing and forward kinematics), ``posebank`` (the pose bank from CMU
-motion capture), ``body`` (proportions, clothing, volumes, extra joints), ``render`` (ray-cast
-capsules and ellipsoids), ``backgrounds``, ``scene`` (one shot and its labels).
+Modules: ``bvh`` and ``asfamc`` (BVH and ASF/AMC parsing and forward kinematics), ``posebank``
+(the pose bank from CMU motion capture, its pose clusters and the pose gap), ``posegap`` (the gap
+measured on real fixtures and on the synthetic sets), ``body`` (proportions, clothing, volumes,
+extra joints), ``render`` (ray-cast capsules and ellipsoids), ``backgrounds``, ``scene`` (one shot
+and its labels).
 """
 
 from data_prep.synthetic.generator import SIZES, generate, prepare

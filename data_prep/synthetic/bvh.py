@@ -1,4 +1,4 @@
-"""A small BVH reader and vectorized forward kinematics (the pose bank's only input format).
+"""A small BVH reader and vectorized forward kinematics (one of the pose bank's two input formats).
 
 BVH: a ``HIERARCHY`` of joints, each with an ``OFFSET`` from its parent (in the rest pose) and a
 ``CHANNELS`` list (the root has 3 positions + 3 rotations, the others 3 rotations), ``End Site``

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.synthetic import formats, sets
+from data_prep.synthetic import formats, posebank, sets
 from data_prep.synthetic.formats import CocoAnnotation, CocoImageRecord, LabRecord, TestRecord, WildRecord
 from pose3d import skeleton, storage
 
@@ -77,10 +77,12 @@ def _write_jpeg(path: Path, image: np.ndarray) -> None:
 # --- work units (run in the workers) -------------------------------------------------------------
 
 
-def _lab_unit(root: str, seed: int, image_size: int, trials: int, indices: list[int]) -> list[dict[str, Any]]:
+def _lab_unit(
+    root: str, seed: int, image_size: int, trials: int, indices: list[int], gap: posebank.PoseGap
+) -> list[dict[str, Any]]:
     out = []
     for index in indices:
-        frame = sets.lab_frame(seed, image_size, index, trials)
+        frame = sets.lab_frame(seed, image_size, index, trials, gap)
         for cid, shot in zip(sets.LAB_CAMERA_IDS, frame.shots, strict=True):
             j17, j32 = shot.body.h36m17(), shot.body.h36m32()
             record = LabRecord(
@@ -94,10 +96,12 @@ def _lab_unit(root: str, seed: int, image_size: int, trials: int, indices: list[
     return out
 
 
-def _wild_unit(root: str, seed: int, image_size: int, indices: list[int]) -> list[dict[str, Any]]:
+def _wild_unit(
+    root: str, seed: int, image_size: int, indices: list[int], gap: posebank.PoseGap
+) -> list[dict[str, Any]]:
     out = []
     for index in indices:
-        shot = sets.wild_image(seed, image_size, index)
+        shot = sets.wild_image(seed, image_size, index, gap)
         h, w = shot.image.shape[:2]
         name = f"{index + 1:09d}.jpg"
         record = WildRecord(
@@ -109,11 +113,11 @@ def _wild_unit(root: str, seed: int, image_size: int, indices: list[int]) -> lis
 
 
 def _test_unit(
-    root: str, seed: int, image_size: int, items: list[tuple[str, int, int]]
+    root: str, seed: int, image_size: int, items: list[tuple[str, int, int]], gap: posebank.PoseGap
 ) -> list[dict[str, Any]]:
     out = []
     for sequence, frame, count in items:
-        tf = sets.wild_test_frame(seed, image_size, sequence, frame, count)
+        tf = sets.wild_test_frame(seed, image_size, sequence, frame, count, gap)
         j17 = tf.shot.body.mpi3dhp17()
         record = TestRecord(sequence, frame, tf.activity, tf.valid, tf.shot.camera.project(j17), j17)
         _write_jpeg(formats.mpi3dhp_image_path(Path(root), sequence, frame), tf.shot.image)
@@ -128,10 +132,12 @@ def _test_unit(
     return out
 
 
-def _coco_unit(root: str, seed: int, image_size: int, indices: list[int]) -> list[dict[str, Any]]:
+def _coco_unit(
+    root: str, seed: int, image_size: int, indices: list[int], gap: posebank.PoseGap
+) -> list[dict[str, Any]]:
     out = []
     for index in indices:
-        street = sets.coco_image(seed, image_size, index)
+        street = sets.coco_image(seed, image_size, index, gap)
         h, w = street.image.shape[:2]
         image_id = index + 1
         split = sets.coco_split(index)
@@ -176,9 +182,8 @@ def _init_worker() -> None:
 
 
 def _params(lab_frames: int, wild_images: int, wild_test_frames: int, image_size: int, seed: int,
-            lab_trials: int, h36m_layout: str, coco_images: int = 0) -> dict[str, Any]:  # fmt: skip
-    from data_prep.synthetic import posebank
-
+            lab_trials: int, h36m_layout: str, coco_images: int = 0,
+            gap: posebank.PoseGap = sets.DEFAULT_GAP) -> dict[str, Any]:  # fmt: skip
     bank = posebank.load_bank()
     # The street set's count is recorded only when there is one, so folders generated before it
     # existed still match their parameters.
@@ -198,6 +203,12 @@ def _params(lab_frames: int, wild_images: int, wild_test_frames: int, image_size
             "source": bank.source,
             "checksum": float(np.round(bank.bone_dirs.sum(), 4)),
         },
+        "pose_gap": {
+            "lab_pose_share": gap.lab_pose_share,
+            "composed_share": gap.composed_share,
+            "lab_clusters": posebank.lab_clusters(bank, gap.lab_pose_share).tolist(),
+            "lab_poses": len(posebank.lab_pool(bank, gap.lab_pose_share)),
+        },
     }
 
 
@@ -212,6 +223,8 @@ def generate(
     lab_trials: int = 1,
     h36m_layout: str = "npz",
     coco_images: int = 0,
+    lab_pose_share: float = posebank.LAB_POSE_SHARE,
+    composed_share: float = posebank.COMPOSED_SHARE,
     num_workers: int | None = None,
     progress: Progress | None = print,
     force: bool = False,
@@ -221,6 +234,7 @@ def generate(
 
     ``lab_frames`` counts images (4 cameras per pose, rounded up to a multiple of 4);
     ``h36m_layout``: "npz" (mmpose's), "video" (the official videos + CDF) or "both".
+    ``lab_pose_share``, ``composed_share``: the pose gap (``posebank.PoseGap``; docs/synthetic.md).
     ``num_workers`` processes render (default: the CPU count; 1 = in this process). A folder
     already generated with the same parameters is left as it is unless ``force``.
     Returns the parameters, the counts per set, the seconds and the images per second.
@@ -231,8 +245,9 @@ def generate(
         raise ValueError("frame counts must be >= 0 and image_size >= 64")
     say = progress or (lambda _: None)
     root = Path(out_raw)
+    gap = posebank.PoseGap(lab_pose_share, composed_share)
     params = _params(
-        lab_frames, wild_images, wild_test_frames, image_size, seed, lab_trials, h36m_layout, coco_images
+        lab_frames, wild_images, wild_test_frames, image_size, seed, lab_trials, h36m_layout, coco_images, gap
     )
     info_path = root / "synthetic.json"
     if not force and info_path.exists():
@@ -254,17 +269,17 @@ def generate(
     step = max(1, _CHUNK // len(sets.LAB_CAMERA_IDS))  # poses per lab job (4 images each)
     for i in range(0, lab_poses, step):
         poses = list(range(i, min(i + step, lab_poses)))
-        jobs.append(("lab", (str(lab_root), seed, image_size, lab_trials, poses)))
+        jobs.append(("lab", (str(lab_root), seed, image_size, lab_trials, poses, gap)))
     for i in range(0, wild_images, _CHUNK):
         jobs.append(
-            ("wild", (str(wild_root), seed, image_size, list(range(i, min(i + _CHUNK, wild_images)))))
+            ("wild", (str(wild_root), seed, image_size, list(range(i, min(i + _CHUNK, wild_images))), gap))
         )
     for i in range(0, len(test_items), _CHUNK):
-        jobs.append(("test", (str(test_root), seed, image_size, test_items[i : i + _CHUNK])))
+        jobs.append(("test", (str(test_root), seed, image_size, test_items[i : i + _CHUNK], gap)))
     coco_root = root / "coco"
     for i in range(0, coco_images, _CHUNK):
         jobs.append(
-            ("coco", (str(coco_root), seed, image_size, list(range(i, min(i + _CHUNK, coco_images)))))
+            ("coco", (str(coco_root), seed, image_size, list(range(i, min(i + _CHUNK, coco_images))), gap))
         )
     order = {"test": 0, "lab": 1, "wild": 2, "coco": 3}
     jobs.sort(key=lambda j: order[j[0]])  # static scenes first: warm caches
@@ -405,6 +420,8 @@ def prepare(
     num_cpus: int | None = None,
     h36m_layout: str = "npz",
     coco: bool = False,
+    lab_pose_share: float = posebank.LAB_POSE_SHARE,
+    composed_share: float = posebank.COMPOSED_SHARE,
     progress: Progress | None = print,
     **writer_opts: Any,
 ) -> dict[str, Any]:
@@ -415,7 +432,8 @@ def prepare(
     images) as ``out/synthetic_coco`` (train, val), prepared in a run of its own so that the other
     sets' shards and parameters are exactly those of a run without it.
 
-    ``size``: "tiny", "small" or "medium" (``SIZES``); ``writer_opts``: ``data_prep.writer.
+    ``size``: "tiny", "small" or "medium" (``SIZES``); ``lab_pose_share``, ``composed_share``: the
+    pose gap (``generate``); ``writer_opts``: ``data_prep.writer.
     WriterConfig`` fields (crop_size, jpeg_quality, shard_rows). Returns {"generate": the
     generation info, "prep": the writer's PrepResult}.
     """
@@ -436,7 +454,8 @@ def prepare(
     try:
         info = generate(
             raw, **preset, seed=seed, lab_trials=lab_trials, h36m_layout=h36m_layout,
-            coco_images=COCO_IMAGES[size] if coco else 0, num_workers=num_cpus, progress=progress,
+            coco_images=COCO_IMAGES[size] if coco else 0, lab_pose_share=lab_pose_share,
+            composed_share=composed_share, num_workers=num_cpus, progress=progress,
         )  # fmt: skip
         writer.ensure_ray(num_cpus)
         config = writer.WriterConfig(**writer_opts)
@@ -476,12 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--h36m-layout", choices=H36M_LAYOUTS, default="npz")
     parser.add_argument("--coco", action="store_true", help="also render the street (COCO-like) set")
+    parser.add_argument("--lab-pose-share", type=float, default=posebank.LAB_POSE_SHARE)
+    parser.add_argument("--composed-share", type=float, default=posebank.COMPOSED_SHARE)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     preset = dict(SIZES[args.size])
     trials = preset.pop("lab_trials")
     generate(args.out_raw, **preset, seed=args.seed, lab_trials=trials, h36m_layout=args.h36m_layout,
              coco_images=COCO_IMAGES[args.size] if args.coco else 0, num_workers=args.workers,
+             lab_pose_share=args.lab_pose_share, composed_share=args.composed_share,
              force=args.force)  # fmt: skip
     return 0
 

@@ -48,7 +48,10 @@
   ~10 % of the images are the validation split. The COCO reader skips the crowds, the small people
   and those with too few joints, as it does on real COCO.
 
-Poses: the pose bank (``posebank``) with a random heading, mirroring and small joint-angle noise.
+Poses: the pose bank (``posebank``) with a random heading, mirroring and small joint-angle noise,
+and a pose gap (``posebank.PoseGap``; docs/synthetic.md): the lab draws only from the bank's most
+ordinary pose clusters, the wild, wild-test and street sets from all of them plus poses composed
+from the bank (limbs of different frames, mirrored, within the bank's joint limits).
 Every random choice of a frame comes from a generator seeded by (seed, set, frame index), so a
 frame does not depend on how the work is split between processes.
 """
@@ -92,6 +95,7 @@ TEST_GROUPS = {"TS1": "studio_gs", "TS2": "studio_gs", "TS3": "studio_nogs", "TS
 NUM_ACTIVITIES = 7
 INVALID_EVERY = 20  # frame 7 of every 20 of a test sequence is marked invalid
 WILD_VAL_EVERY = 10  # every 10th wild image is in the validation split
+DEFAULT_GAP = posebank.PoseGap()
 
 
 def rng_for(seed: int, *keys: str | int) -> np.random.Generator:
@@ -105,9 +109,33 @@ def pose_bank() -> posebank.PoseBank:
     return posebank.load_bank()
 
 
-def random_pose(rng: np.random.Generator, shape: BodyShape, ground_xy: np.ndarray) -> PosedBody:
-    """A bank pose, augmented, on this body shape, standing on the floor at ``ground_xy`` (mm)."""
-    dirs, aux, _ = posebank.sample_poses(pose_bank(), rng, 1)
+@functools.lru_cache(maxsize=8)
+def lab_pose_pool(lab_pose_share: float) -> np.ndarray:
+    """Bank indices the lab draws from (``posebank.lab_pool``)."""
+    return posebank.lab_pool(pose_bank(), lab_pose_share)
+
+
+@functools.lru_cache(maxsize=1)
+def joint_limits() -> posebank.JointLimits:
+    return posebank.JointLimits.from_bank(pose_bank())
+
+
+def random_pose(
+    rng: np.random.Generator,
+    shape: BodyShape,
+    ground_xy: np.ndarray,
+    gap: posebank.PoseGap,
+    kind: str,
+) -> PosedBody:
+    """A pose for set ``kind`` ("lab": from the lab clusters; "wild": from the whole bank or, with
+    ``gap.composed_share``, composed), augmented, on this body shape, standing on the floor at
+    ``ground_xy`` (mm)."""
+    if kind == "lab":
+        dirs, aux, _ = posebank.sample_poses(pose_bank(), rng, 1, pool=lab_pose_pool(gap.lab_pose_share))
+    else:
+        dirs, aux, _ = posebank.sample_poses(
+            pose_bank(), rng, 1, composed_share=gap.composed_share, limits=joint_limits()
+        )
     return stand_on_floor(pose_body(dirs[0], aux[0], shape), ground_xy)
 
 
@@ -185,7 +213,9 @@ class LabFrame:
     shots: list[scene.Shot]  # one per camera, in LAB_CAMERA_IDS order
 
 
-def lab_frame(seed: int, image_size: int, index: int, trials: int) -> LabFrame:
+def lab_frame(
+    seed: int, image_size: int, index: int, trials: int, gap: posebank.PoseGap = DEFAULT_GAP
+) -> LabFrame:
     """Pose ``index`` of the lab set, filmed by the 4 cameras."""
     studio = lab_studio(seed, image_size)
     sequences = lab_sequences(trials)
@@ -193,7 +223,7 @@ def lab_frame(seed: int, image_size: int, index: int, trials: int) -> LabFrame:
     frame = LAB_FRAME_STEP * (index // len(sequences))
     rng = rng_for(seed, "lab frame", index)
     shape, appearance = studio.subjects[subject]
-    body = random_pose(rng, shape, rng.uniform(-700, 700, 2))
+    body = random_pose(rng, shape, rng.uniform(-700, 700, 2), gap, "lab")
     shots = []
     for cam, rays, bg, floor in zip(
         studio.cameras, studio.rays, studio.backgrounds, studio.floor_xy, strict=True
@@ -212,14 +242,14 @@ def lab_frame(seed: int, image_size: int, index: int, trials: int) -> LabFrame:
 _ASPECTS = ((1.0, 1.0), (4 / 3, 1.0), (1.0, 4 / 3), (16 / 9, 1.0), (3 / 2, 1.0))
 
 
-def wild_image(seed: int, image_size: int, index: int) -> scene.Shot:
+def wild_image(seed: int, image_size: int, index: int, gap: posebank.PoseGap = DEFAULT_GAP) -> scene.Shot:
     """Wild image ``index``: a random person, camera, background, light and occluders."""
     rng = rng_for(seed, "wild", index)
     aspect = _ASPECTS[int(rng.integers(0, len(_ASPECTS)))]
     longest = max(aspect)
     width, height = int(round(image_size * aspect[0] / longest)), int(round(image_size * aspect[1] / longest))
     shape, appearance = BodyShape.random(rng, bone_sigma=0.03, scale_sigma=0.05), Appearance.random(rng)
-    body = random_pose(rng, shape, np.zeros(2))
+    body = random_pose(rng, shape, np.zeros(2), gap, "wild")
     lo, hi = body.joints.min(axis=0), body.joints.max(axis=0)
     centre = (lo + hi) / 2
     extent = max(hi[2] - lo[2] + 150.0, 600.0)  # its height, head included
@@ -380,11 +410,16 @@ class TestFrame:
 
 
 def wild_test_frame(
-    seed: int, image_size: int, sequence: str, frame: int, frames_in_sequence: int
+    seed: int,
+    image_size: int,
+    sequence: str,
+    frame: int,
+    frames_in_sequence: int,
+    gap: posebank.PoseGap = DEFAULT_GAP,
 ) -> TestFrame:
     ts = test_sequence(seed, image_size, sequence)
     rng = rng_for(seed, "test frame", sequence, frame)
-    body = random_pose(rng, ts.shape, rng.uniform(-600, 600, 2))
+    body = random_pose(rng, ts.shape, rng.uniform(-600, 600, 2), gap, "wild")
     background = ts.background * backgrounds.floor_shadow(ts.floor_xy, body.joints[skeleton.ROOT, :2])
     occluders = 1 if rng.random() < ts.occluder_prob else 0
     shot = scene.render_shot(body, ts.camera, ts.rays, background, ts.appearance.albedo, ts.lighting, rng,
@@ -479,7 +514,7 @@ def _place(
     return None
 
 
-def coco_image(seed: int, image_size: int, index: int) -> CocoScene:
+def coco_image(seed: int, image_size: int, index: int, gap: posebank.PoseGap = DEFAULT_GAP) -> CocoScene:
     """Street image ``index`` (COCO-like): a street at eye level or from above, several people at
     3-35 m, some far and tiny, every ``COCO_CROWD_EVERY``-th image a packed crowd far off; urban
     clothing and overcast or evening light (module docstring)."""
@@ -525,7 +560,7 @@ def coco_image(seed: int, image_size: int, index: int) -> CocoScene:
     bodies, albedos = [], []
     for _, xy in groups:
         shape = BodyShape.random(rng, bone_sigma=0.03, scale_sigma=0.06)
-        bodies.append(random_pose(rng, shape, xy))
+        bodies.append(random_pose(rng, shape, xy, gap, "wild"))
         albedos.append(urban_appearance(rng).albedo)
     # The street, at half resolution (4x cheaper), with a contact shadow under everyone.
     small = scene.scaled_camera(camera, 0.5)

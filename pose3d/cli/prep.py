@@ -38,6 +38,11 @@ READER_COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "coco": ("coco", ("train", "val"), "COCO keypoints (person_keypoints_*.json + images) -> 2D shards"),
 }
 
+#: The synthetic pose gap's defaults (lab pose share, composed share) as --help states them: the
+#: values of data_prep.synthetic.posebank.LAB_POSE_SHARE / COMPOSED_SHARE (a test keeps them equal;
+#: importing the generator here would slow every ``pose3d`` command).
+_GAP_DEFAULTS = (0.6, 0.9)
+
 _LAYOUT_HELP = (
     "Output: OUT/<dataset>/<split>/<task>-<k>.parquet, with done-markers, quarantine reports and "
     "prep_summary.json beside them. A re-run skips finished tasks (resume after a crash)."
@@ -94,6 +99,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also render a COCO-like street set (several, smaller people per image, some crowds; COCO "
         "keypoints JSON read by the coco reader) into OUT/synthetic_coco (train, val): a third source, "
         "2D only. Off by default",
+    )
+    p.add_argument(
+        "--lab-pose-share",
+        type=float,
+        default=None,
+        metavar="S",
+        help="the pose gap: the lab set draws only from the bank's most ordinary pose clusters holding "
+        f"at least this share of its poses (0 < S <= 1; 1 = no gap; default {_GAP_DEFAULTS[0]}, set from "
+        "the gap measured on real data, docs/synthetic.md)",
+    )
+    p.add_argument(
+        "--composed-share",
+        type=float,
+        default=None,
+        metavar="S",
+        help="the pose gap: this share of the wild, wild-test (and street) poses is composed from the "
+        "bank (limbs of different frames, mirrored, within the bank's joint limits); the rest come from "
+        f"all its clusters (0 <= S <= 1; default {_GAP_DEFAULTS[1]})",
     )
     _add_writer_arguments(p)
     p.set_defaults(handler=_run_synthetic)
@@ -386,7 +409,7 @@ def _run_synthetic(args: argparse.Namespace) -> int:
             f"the synthetic generator is not available (data_prep.synthetic.prepare: {err})"
         ) from err
     options = parse_options(args.options)
-    for name in ("size", "seed", "raw"):
+    for name in ("size", "seed", "raw", "lab_pose_share", "composed_share"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.coco:

@@ -105,13 +105,19 @@ def test_pose_bank_is_unit_distinct_and_humanly_plausible() -> None:
 
 
 def test_pose_bank_rebuilds_from_the_fixture_identically(fixtures_dir: Path) -> None:
-    clip = fixtures_dir / "mocap" / "cmu_01_01.bvh"
-    if not clip.exists():
-        pytest.skip(f"mocap fixture not found at {clip}")
+    mocap = fixtures_dir / "mocap"
+    clip, asf, amc = mocap / "cmu_01_01.bvh", mocap / "cmu_11.asf", mocap / "cmu_11_01.amc"
+    if not (clip.exists() and amc.exists()):
+        pytest.skip(f"mocap fixtures not found in {mocap}")
     shipped = posebank.load_bank()
-    rebuilt = posebank.build_pose_bank(clip, count=len(shipped))
+    rebuilt = posebank.build_pose_bank(clip, count=len(shipped), asf_amc=(asf, amc))
+    assert rebuilt.sources == shipped.sources == ("cmu_01_01.bvh", "cmu_11_01.amc")
+    np.testing.assert_array_equal(rebuilt.source_clips, shipped.source_clips)
     np.testing.assert_array_equal(rebuilt.source_frames, shipped.source_frames)
     np.testing.assert_allclose(rebuilt.bone_dirs, shipped.bone_dirs, atol=1e-6)  # float32 on disk
+    np.testing.assert_allclose(rebuilt.aux_dirs, shipped.aux_dirs, atol=1e-6)
+    np.testing.assert_array_equal(rebuilt.clusters, shipped.clusters)
+    assert 50 < np.sum(shipped.source_clips == 1) < 200  # subject 11's kicks are in it
 
 
 def test_mirror_swaps_sides_and_is_an_involution() -> None:
@@ -243,8 +249,9 @@ def test_rays_follow_the_distortion_that_project_models() -> None:
 def test_rendered_body_carries_signal_at_its_joints() -> None:
     rng = np.random.default_rng(1)
     bank = posebank.load_bank()
-    body = stand_on_floor(
-        pose_body(bank.bone_dirs[11], bank.aux_dirs[11], BodyShape.random(rng)), np.zeros(2)
+    i = int(np.argmin(np.linalg.norm(bank.bone_dirs - bank.bone_dirs.mean(axis=0), axis=-1).mean(axis=-1)))
+    body = stand_on_floor(  # the most ordinary pose of the bank (nearest the mean bone directions)
+        pose_body(bank.bone_dirs[i], bank.aux_dirs[i], BodyShape.random(rng)), np.zeros(2)
     )
     camera = scene.make_camera(np.array([0.0, -3500.0, 1200.0]), np.array([0.0, 0.0, 900.0]), 200, 200, 180.0)
     rays = render.ray_directions(camera)
@@ -254,9 +261,12 @@ def test_rendered_body_carries_signal_at_its_joints() -> None:
                              noise_sigma=0.0, blur_sigma=0.0)  # fmt: skip
     assert shot.image.std() > 10
     assert shot.in_image.all() and shot.visible.sum() >= 10
-    ij = np.rint(shot.joints_2d[shot.visible]).astype(int)
+    # The head top lies on the outline by definition: its nearest pixel shows the background for
+    # about 4 poses in 10 of the bank (measured), so it is left out here.
+    inner = shot.visible & (np.arange(skeleton.NUM_JOINTS) != J["head_top"])
+    ij = np.rint(shot.joints_2d[inner]).astype(int)
     pixels = shot.image[ij[:, 1], ij[:, 0]].astype(float)
-    # At every visible joint the image shows the body (blue > red), not the grey background (127).
+    # At every other visible joint the image shows the body (blue > red), not the grey background.
     assert np.all(pixels[:, 0] > pixels[:, 2] + 20)
     assert np.all(shot.gbuf.part[ij[:, 1], ij[:, 0]] >= 0)
     # The head box holds the head top and the upper neck's surroundings.
