@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pose3d import geometry, skeleton, targets
+from pose3d import geometry, seeds, skeleton, targets
 from pose3d.schema import CROP_MARGIN, labelled_joints
 
 #: Columns the batch transform reads from shards.
@@ -24,6 +24,9 @@ NAME_COLUMNS = ("row_id", "path")
 #: Which of a side's sources a row came from (its index in ``data.set_3d`` / ``data.set_2d``),
 #: added when training reads the shards and carried through preprocessing.
 SOURCE_COLUMN = "source"
+#: Which copy of its source a row is within a pass (``data.epochs_per_pass`` > 1 reads each source
+#: that many times a pass): part of the row's augmentation key, so the copies differ.
+REPEAT_COLUMN = "repeat"
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,27 @@ class AugmentParams:
     color_jitter: float = 0.2  # per-channel colour gain in 1 ± color_jitter
 
 
-def sample_augmentation(rng: np.random.Generator, n: int, p: AugmentParams) -> dict[str, np.ndarray]:
-    """Random augmentation for n rows: scale (n,), rotation_deg (n,), flip (n,) bool, gain (n, 3)."""
-    rotate = rng.random(n) < p.rotation_prob
+#: Uniform numbers one row's augmentation draws: rotate or not, angle, flip, scale, 3 colour gains.
+AUGMENT_DRAWS = 7
+
+
+def augmentation_from_uniforms(u: np.ndarray, p: AugmentParams) -> dict[str, np.ndarray]:
+    """Augmentation for n rows from their (n, AUGMENT_DRAWS) uniform numbers in [0, 1): scale (n,),
+    rotation_deg (n,), flip (n,) bool, gain (n, 3)."""
+    u = np.asarray(u, np.float64)
+    rotate = u[:, 0] < p.rotation_prob
     return {
-        "scale": 1.0 + rng.uniform(-p.scale, p.scale, n),
-        "rotation_deg": np.where(rotate, rng.uniform(-p.rotation_deg, p.rotation_deg, n), 0.0),
-        "flip": (rng.random(n) < 0.5) if p.flip else np.zeros(n, bool),
-        "gain": 1.0 + rng.uniform(-p.color_jitter, p.color_jitter, (n, 3)),
+        "scale": 1.0 + p.scale * (2 * u[:, 3] - 1),
+        "rotation_deg": np.where(rotate, p.rotation_deg * (2 * u[:, 1] - 1), 0.0),
+        "flip": (u[:, 2] < 0.5) if p.flip else np.zeros(len(u), bool),
+        "gain": 1.0 + p.color_jitter * (2 * u[:, 4:7] - 1),
     }
+
+
+def sample_augmentation(rng: np.random.Generator, n: int, p: AugmentParams) -> dict[str, np.ndarray]:
+    """Random augmentation for n rows from ``rng`` (tests and benchmarks; training keys each row's
+    numbers to the row, ``BatchPreprocessor``)."""
+    return augmentation_from_uniforms(rng.random((n, AUGMENT_DRAWS)), p)
 
 
 def identity_augmentation(n: int) -> dict[str, np.ndarray]:
@@ -147,20 +162,50 @@ def make_batch(
 class BatchPreprocessor:
     """Callable class for ``Dataset.map_batches``: shard rows -> model inputs and targets.
 
-    One per Ray Data actor. ``seed=None`` (training) draws fresh entropy, so actors augment
-    differently; a fixed seed makes one actor's stream reproducible (tests).
+    A row's augmentation is a function of ``seed``, the pass, the row's source and repeat within
+    the pass (columns ``source`` and ``repeat`` when present) and its ``row_id``, never of which
+    actor or batch it lands in: a seeded run augments every row as any other run with that seed
+    (docs/conventions.md, Seeds). ``seed=None`` draws a fresh seed. ``first_pass``: the number of
+    the pass Ray Data's first execution of the dataset is (a resumed run continues the count);
+    None outside Ray Data, where every call is pass 0.
     """
 
     def __init__(
-        self, input_size: int, output_size: int, params: AugmentParams | None, seed: int | None = None
+        self,
+        input_size: int,
+        output_size: int,
+        params: AugmentParams | None,
+        seed: int | None = None,
+        first_pass: int | None = None,
     ) -> None:
         self.input_size, self.output_size, self.params = input_size, output_size, params
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(np.random.SeedSequence().entropy) if seed is None else int(seed)
+        self.first_pass = first_pass
+
+    def pass_index(self) -> int:
+        if self.first_pass is None:
+            return 0
+        from pose3d.data.passes import current_pass
+
+        return current_pass(self.first_pass)
+
+    def augmentation(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each row's augmentation (``identity_augmentation`` without params)."""
+        n = len(rows["image_jpeg"])
+        if not self.params:
+            return identity_augmentation(n)
+        ids = rows["row_id"] if "row_id" in rows else np.arange(n).astype(str)
+        keys = seeds.derive(
+            self.seed,
+            self.pass_index(),
+            np.asarray(rows.get(SOURCE_COLUMN, 0)).astype(np.uint64),
+            np.asarray(rows.get(REPEAT_COLUMN, 0)).astype(np.uint64),
+            seeds.row_keys(ids),
+        )
+        return augmentation_from_uniforms(seeds.uniforms(keys, AUGMENT_DRAWS), self.params)
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(rows["image_jpeg"])
-        aug = sample_augmentation(self.rng, n, self.params) if self.params else identity_augmentation(n)
-        out = make_batch(rows, self.input_size, self.output_size, aug)
+        out = make_batch(rows, self.input_size, self.output_size, self.augmentation(rows))
         for key in NAME_COLUMNS:  # carried through so a skipped row can be named
             if key in rows:
                 out[key] = np.asarray(rows[key]).astype(str)

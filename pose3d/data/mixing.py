@@ -21,14 +21,6 @@ def _concat(parts: list[Batch]) -> Batch:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _take(parts: list[Batch], n: int) -> tuple[Batch, list[Batch]]:
-    """The first n rows of a list of batches, and the rest."""
-    whole = _concat(parts)
-    head = {k: v[:n] for k, v in whole.items()}
-    rest = {k: v[n:] for k, v in whole.items()}
-    return head, ([rest] if len(next(iter(rest.values()))) else [])
-
-
 #: Below this many rows seen, ``RowTally.exceeds`` judges the fraction against this many instead
 #: (one corrupt row among the first few must not end a run).
 MIN_ROWS_FOR_FRACTION = 1000
@@ -70,24 +62,43 @@ class RowTally:
         return self.skipped > max_fraction * max(self.seen, MIN_ROWS_FOR_FRACTION)
 
 
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where a stream stands: the next row it hands out is row ``offset`` (0-based, counting only
+    rows that decode) of pass ``pass_index`` (0 for the run's first pass)."""
+
+    pass_index: int = 0
+    offset: int = 0
+
+
 class RowStream:
     """Rows of a stream that is read in passes, handed out in any requested amount.
 
-    ``new_pass()`` starts a pass (for a Ray Data shard: a new epoch, freshly shuffled). Rows left
-    at the end of a pass carry over, so nothing is dropped; one RowStream lives for the whole run,
-    so a pass is never abandoned half-read (which would desynchronize ``streaming_split`` ranks).
-    Rows whose image did not decode are skipped and counted in ``tally``.
+    ``new_pass(k)`` starts pass k (for a Ray Data shard: a new epoch, its order seeded by k). Rows
+    left at the end of a pass carry over, so nothing is dropped; one RowStream lives for the whole
+    run, so a pass is never abandoned half-read (which would desynchronize ``streaming_split``
+    ranks). Rows whose image did not decode are skipped and counted in ``tally``. ``start``: where
+    a resumed run's stream stood (``position()`` at its checkpoint): reading begins with that pass,
+    and its first ``offset`` rows, already trained on, are read and dropped.
     """
 
-    def __init__(self, new_pass: Callable[[], Iterable[Batch]], max_empty_passes: int = 3) -> None:
+    def __init__(
+        self,
+        new_pass: Callable[[int], Iterable[Batch]],
+        max_empty_passes: int = 3,
+        start: StreamPosition | None = None,
+    ) -> None:
+        start = start or StreamPosition()
         self._new_pass = new_pass
         self._iter: Iterator[Batch] | None = None
-        self._pending: list[Batch] = []
+        self._pending: list[tuple[int, int, Batch]] = []  # (pass, offset of its first row, rows)
         self._have = 0
-        self._rows_this_pass = 0
+        self._pass, self._next_pass = start.pass_index - 1, start.pass_index
+        self._skip = start.offset
+        self._read_in_pass = 0  # rows of the current pass read so far (dropped ones included)
         self._empty_passes = 0
         self._max_empty = max_empty_passes
-        self.passes = 0
+        self.passes = 0  # passes started by this stream
         self.tally = RowTally()
 
     def take(self, n: int) -> Batch:
@@ -96,14 +107,16 @@ class RowStream:
             raise ValueError(f"take needs n >= 1, got {n}")
         while self._have < n:
             if self._iter is None:
-                self._iter = iter(self._new_pass())
-                self._rows_this_pass = 0
+                self._pass, self._next_pass = self._next_pass, self._next_pass + 1
+                self._iter = iter(self._new_pass(self._pass))
+                self._read_in_pass = 0
                 self.passes += 1
             try:
                 batch = next(self._iter)
             except StopIteration:
                 self._iter = None
-                self._empty_passes = self._empty_passes + 1 if self._rows_this_pass == 0 else 0
+                self._skip = 0  # a pass shorter than the resume offset: the data changed
+                self._empty_passes = self._empty_passes + 1 if self._read_in_pass == 0 else 0
                 if self._empty_passes >= self._max_empty:
                     raise RuntimeError(
                         "the dataset shard yielded no rows in several passes; is it empty?"
@@ -111,19 +124,50 @@ class RowStream:
                 continue
             batch = self.tally.count(batch)
             rows = len(next(iter(batch.values())))
+            if self._skip and rows:
+                drop = min(self._skip, rows)
+                batch = {k: v[drop:] for k, v in batch.items()}
+                self._skip -= drop
+                self._read_in_pass += drop
+                rows -= drop
             if rows:
-                self._pending.append(batch)
+                self._pending.append((self._pass, self._read_in_pass, batch))
                 self._have += rows
-                self._rows_this_pass += rows
-        out, self._pending = _take(self._pending, n)
+                self._read_in_pass += rows
+        out, self._pending = _take_rows(self._pending, n)
         self._have -= n
         return out
+
+    def position(self) -> StreamPosition:
+        """The pass and offset of the next row ``take`` hands out."""
+        if self._pending:
+            pass_index, offset, _ = self._pending[0]
+            return StreamPosition(pass_index, offset)
+        if self._iter is not None:
+            return StreamPosition(self._pass, self._read_in_pass + self._skip)
+        return StreamPosition(self._next_pass, self._skip)
 
     def close(self) -> None:
         """End the pass being read (for a Ray Data stream: stop its executor), e.g. before Ray shuts down."""
         if self._iter is not None and hasattr(self._iter, "close"):
             self._iter.close()
         self._iter = None
+
+
+def _take_rows(pending: list[tuple[int, int, Batch]], n: int) -> tuple[Batch, list[tuple[int, int, Batch]]]:
+    """The first n rows of the pending chunks (pass, offset, rows), and the chunks left."""
+    parts, need, rest = [], n, list(pending)
+    while need:
+        pass_index, offset, chunk = rest.pop(0)
+        rows = len(next(iter(chunk.values())))
+        if rows <= need:
+            parts.append(chunk)
+            need -= rows
+        else:
+            parts.append({k: v[:need] for k, v in chunk.items()})
+            rest.insert(0, (pass_index, offset + need, {k: v[need:] for k, v in chunk.items()}))
+            need = 0
+    return (parts[0] if len(parts) == 1 else _concat(parts)), rest
 
 
 def mixed_batch(stream_3d: RowStream | None, n_3d: int, stream_2d: RowStream | None, n_2d: int) -> Batch:

@@ -94,12 +94,16 @@ def read_shards(
     columns: Sequence[str] | None = None,
     *,
     shuffle_files: bool = False,
+    shuffle_seed: int | None = None,
+    first_pass: int = 0,
     **read_parquet_args,
 ) -> ray.data.Dataset:
     """A Ray Dataset over the finished shards under ``paths``, after checking every file's schema.
 
     ``columns`` selects columns (all by default). Fixed-size list columns arrive as flat tensors,
-    e.g. joints_2d (B, 32); ``unflatten_columns`` gives them their row shapes.
+    e.g. joints_2d (B, 32); ``unflatten_columns`` gives them their row shapes. ``shuffle_files``
+    reads the files in a new order at every execution: a random one, or with ``shuffle_seed`` the
+    order of pass ``first_pass`` + execution index (``pose3d.data.passes``).
     """
     import ray.data
 
@@ -116,9 +120,19 @@ def read_shards(
     return ray.data.read_parquet(
         files,
         columns=list(columns) if columns is not None else None,
-        shuffle="files" if shuffle_files else None,
+        shuffle=_file_shuffle(shuffle_files, shuffle_seed, first_pass),
         **read_parquet_args,
     )
+
+
+def _file_shuffle(shuffle: bool, seed: int | None, first_pass: int) -> object:
+    if not shuffle:
+        return None
+    if seed is None:
+        return "files"
+    from pose3d.data.passes import PassSeededFileShuffle
+
+    return PassSeededFileShuffle(seed=seed, first_pass=first_pass)
 
 
 def unflatten_columns(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

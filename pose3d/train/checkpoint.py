@@ -19,6 +19,9 @@ from pose3d.model.io import MODEL_FILE, load_tensor_file, read_model_file, save_
 from pose3d.model.net import ModelConfig
 
 STATE_FILE, CONFIG_FILE, METRICS_FILE = "state.pt", "config.yaml", "metrics.yaml"
+#: Where each training stream stood (side -> [pass, offset]): small, so the driver of a resumed run
+#: reads it without loading the state (``newest_stream_positions``).
+STREAMS_FILE = "streams.json"
 
 __all__ = [
     "CONFIG_FILE",
@@ -43,10 +46,12 @@ def save_checkpoint(
     metrics: dict[str, float] | None = None,
     source_rows: dict[str, list[int]] | None = None,
     world_size: int | None = None,
+    stream_positions: dict[str, list[int]] | None = None,
 ) -> Path:
     """Write a checkpoint folder (local). ``stage`` is 1-based; ``step_in_stage`` counts finished steps;
     ``source_rows``: rows drawn per source of each side of the mix over the run, carried on by a resume;
-    ``world_size``: the training workers that wrote it (an elastic run may resume on another count)."""
+    ``world_size``: the training workers that wrote it (an elastic run may resume on another count);
+    ``stream_positions``: side -> [pass, offset] of the next row rank 0's stream hands out."""
     directory = Path(directory)
     save_model(directory, model, model_config)
     torch.save(
@@ -57,9 +62,12 @@ def save_checkpoint(
             "global_step": global_step,
             "source_rows": source_rows or {},
             "world_size": world_size,
+            "stream_positions": stream_positions or {},
         },
         directory / STATE_FILE,
     )
+    if stream_positions is not None:
+        storage.write_text(str(directory / STREAMS_FILE), json.dumps(stream_positions))
     if config is not None:
         storage.write_text(str(directory / CONFIG_FILE), yaml.safe_dump(config, sort_keys=False))
     if metrics is not None:
@@ -170,6 +178,20 @@ def reconcile(run_dir: str, ray_latest_step: int | None, remove: bool) -> Reconc
                 fs.delete_dir(inner)
                 out.removed.append(name)
     return out
+
+
+def newest_stream_positions(run_dir: str) -> dict[str, list[int]]:
+    """side -> [pass, offset] saved with the run's newest checkpoint folder that has them ({} for
+    none). Read before the workers choose their checkpoint: should they resume from an older one
+    (the newest cut off mid-upload), they see the pass differ and say so (``train.loop``)."""
+    for name in reversed(checkpoint_folders(run_dir)):
+        try:
+            positions = json.loads(storage.read_text(storage.join(run_dir, name, STREAMS_FILE)))
+        except (OSError, ValueError):
+            continue
+        if isinstance(positions, dict):
+            return {str(k): [int(x) for x in v] for k, v in positions.items()}
+    return {}
 
 
 def resume_point(run_dir: str) -> FolderCheckpoint | None:

@@ -130,7 +130,11 @@ class TrainSection:
     log_every: int = 20  # steps
     # A warning naming what Ray waits for when no step finishes for this long (0: off).
     stall_warn_s: float = 180.0
+    # Every random choice of the run follows from it: weights, file orders, shuffles, augmentation.
     seed: int = 0
+    # Rows leave Ray Data in their read order and torch uses deterministic kernels, so a run with
+    # one worker repeats bit for bit (docs/conventions.md, Seeds); off, only the weights repeat.
+    deterministic: bool = True
     bf16: bool = True  # autocast on GPU
     channels_last: bool = True  # on GPU
     # torch.compile the network (pose3d/train/compile.py): faster steps after a first step that

@@ -27,11 +27,11 @@ import torch
 
 from pose3d import losses, storage, targets
 from pose3d.data.augment import SOURCE_COLUMN
-from pose3d.data.mixing import RowStream, RowTally, SourceCounts, mixed_batch, shares
+from pose3d.data.mixing import RowStream, RowTally, SourceCounts, StreamPosition, mixed_batch, shares
 from pose3d.infra.stall import StallWatchdog
 from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
-from pose3d.train import schedule
+from pose3d.train import schedule, seeding
 from pose3d.train import tensorboard as tb
 from pose3d.train.compile import compile_model, optimizer_flags
 from pose3d.train.config import SET_2D, SET_3D, SOURCE_SIDES, Config, DataSection, config_from_dict
@@ -129,8 +129,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world, device = ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
     torch.set_num_threads(cfg.scaling.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))
+    _set_determinism(cfg.train.deterministic)
     model, restored = _restore(cfg, rank, device)
-    streams = _streams(cfg)
+    streams = _streams(cfg, rank, loop_config.get("first_passes") or {}, restored.stream_positions)
     run = _Run.open(cfg, rank, world, device, restored, streams)
     global_step = restored.global_step
     while (pos := schedule.position(cfg, global_step)) is not None:
@@ -163,6 +164,7 @@ class _Restored:
     stage: int = 0
     adopted: str | None = None  # a checkpoint folder Ray Train never registered that the run resumed from
     source_rows: dict[str, list[int]] | None = None  # rows drawn per source over the run, all workers
+    stream_positions: dict[str, list[int]] | None = None  # side -> [pass, offset] of rank 0's stream
 
     def take_optimizer_state(self, stage: int) -> dict[str, Any] | None:
         """The saved optimizer state when ``stage`` is the one the checkpoint stopped in (a
@@ -212,7 +214,12 @@ def _restore(cfg: Config, rank: int, device: torch.device) -> tuple[PoseNet, _Re
     if state is not None:
         model.load_state_dict(state["state_dict"])
         restored = _Restored(
-            state["global_step"], state["optimizer"], state["stage"], adopted, state.get("source_rows")
+            state["global_step"],
+            state["optimizer"],
+            state["stage"],
+            adopted,
+            state.get("source_rows"),
+            state.get("stream_positions"),
         )
         if rank == 0:
             step, stage = restored.global_step, restored.stage
@@ -230,8 +237,27 @@ def _restore(cfg: Config, rank: int, device: torch.device) -> tuple[PoseNet, _Re
     return model, _Restored()
 
 
-def _streams(cfg: Config) -> dict[str, RowStream | None]:
-    """This worker's row stream of each dataset some stage draws from (None for the others)."""
+def _set_determinism(deterministic: bool) -> None:
+    """``train.deterministic``: torch picks deterministic kernels (on GPU too: cuBLAS needs its
+    workspace setting before its first use) and cuDNN does not benchmark its algorithms."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def _streams(
+    cfg: Config, rank: int, first_passes: dict[str, int], saved: dict[str, list[int]] | None
+) -> dict[str, RowStream | None]:
+    """This worker's row stream of each dataset some stage draws from (None for the others).
+
+    Pass k of a side is read with its local shuffle seeded by (seed, side, k, rank). A resumed
+    run's dataset starts at the pass its driver found in the newest checkpoint (``first_passes``);
+    when that is the pass of the checkpoint this worker resumed from (``saved``), the stream skips
+    the rows of it trained on already and continues as the uninterrupted run; otherwise (Ray Train
+    restarted the workers within a run, or the newest checkpoint was cut off) it reads that pass
+    from its start and says so (docs/conventions.md, Seeds)."""
     # Ray 2.60 raises KeyError for a dataset the trainer was not given: ask only for those drawn.
     needed = datasets_drawn(cfg)
     streams: dict[str, RowStream | None] = {}
@@ -240,15 +266,29 @@ def _streams(cfg: Config) -> dict[str, RowStream | None]:
         if shard is None:
             streams[name] = None
             continue
-        streams[name] = RowStream(
-            lambda s=shard: s.iter_batches(
+        first = int(first_passes.get(name, 0))
+        start = StreamPosition(first, 0)
+        if saved and name in saved:
+            at = StreamPosition(*saved[name])
+            if at.pass_index == first:
+                start = at
+            elif rank == 0:
+                log.warning(
+                    "the %s stream resumes at the start of pass %d, not where the checkpoint stood (row "
+                    "%d of pass %d): from here the rows differ from an uninterrupted run's",
+                    name, first, at.offset, at.pass_index,
+                )  # fmt: skip
+
+        def new_pass(k: int, s: Any = shard, side: str = name) -> Any:
+            return s.iter_batches(
                 batch_size=32,
                 batch_format="numpy",
                 local_shuffle_buffer_size=cfg.data.shuffle_buffer,
-                local_shuffle_seed=None,
+                local_shuffle_seed=seeding.local_shuffle_seed(cfg.train.seed, side, k, rank),
                 prefetch_batches=2,
             )
-        )
+
+        streams[name] = RowStream(new_pass, start=start)
     return streams
 
 
@@ -318,6 +358,7 @@ class _Run:
     validator: Validator | None = None  # rank 0, with data.val_3d set
     tensorboard: tb.TensorBoard | None = None  # rank 0
     tallies: dict[str, RowTally] = field(default_factory=dict)  # each stream's skipped rows
+    streams: dict[str, RowStream] = field(default_factory=dict)  # the streams drawn from
     adopted: str | None = None  # rank 0: an unregistered checkpoint folder resumed from, removed later
     sources: dict[str, SourceCounts] = field(default_factory=dict)  # each side's rows per source
     upload: ray.train.CheckpointUploadMode = ray.train.CheckpointUploadMode.SYNC  # run.checkpoint_upload
@@ -367,6 +408,7 @@ class _Run:
             validator,
             board,
             tallies,
+            {name: s for name, s in streams.items() if s is not None},
             restored.adopted if rank == 0 else None,
             sources,
             _upload_mode(cfg),
@@ -652,6 +694,9 @@ def _report_with_checkpoint(run: _Run, model: PoseNet, stage: _Stage, metrics: d
             metrics=metrics,
             source_rows=_run_source_rows(metrics, run.cfg),
             world_size=run.world,
+            stream_positions={
+                side: [p.pass_index, p.offset] for side, s in run.streams.items() for p in [s.position()]
+            },
         )
         checkpoint = ray.train.Checkpoint.from_directory(local)
         run.tensorboard.sync()

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from pose3d.data.augment import INPUT_COLUMNS, SOURCE_COLUMN, BatchPreprocessor
-from pose3d.train import schedule
+from pose3d.data.augment import INPUT_COLUMNS, REPEAT_COLUMN, SOURCE_COLUMN, BatchPreprocessor
+from pose3d.train import schedule, seeding
 from pose3d.train.config import SOURCE_SIDES, Config, ConfigError, Source, absolute_paths
 from pose3d.train.loop import datasets_drawn, train_loop_per_worker
 
@@ -33,9 +33,11 @@ def needed_datasets(cfg: Config) -> dict[str, list[tuple[int, Source]]]:
 MIX_BLOCK_ROWS = 64
 
 
-def build_datasets(cfg: Config) -> dict[str, Any]:
+def build_datasets(cfg: Config, first_passes: dict[str, int] | None = None) -> dict[str, Any]:
     """One streaming pipeline per side: read each source's shards (tagged with the source's index),
-    mix the sources by weight, then decode + augment on CPU actors."""
+    mix the sources by weight, then decode + augment on CPU actors. ``first_passes``: per side, the
+    number of the pass the dataset's first execution reads (a resumed run's, ``resume_passes``);
+    file orders and augmentation follow ``train.seed`` and the pass (docs/conventions.md, Seeds)."""
     import ray.data
 
     from pose3d.data.idle import install_idle_backoff, remove_idle_backoff
@@ -44,7 +46,8 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     (install_idle_backoff if cfg.data.idle_backoff else remove_idle_backoff)()
     out = {}
     for side, sources in needed_datasets(cfg).items():
-        parts = [_read_source(cfg, src.path, index) for index, src in sources]
+        first_pass = (first_passes or {}).get(side, 0)
+        parts = [_read_source(cfg, side, src.path, index, first_pass) for index, src in sources]
         ds = parts[0]
         if len(parts) > 1:
             first, *others = [part.repartition(target_num_rows_per_block=MIX_BLOCK_ROWS) for part in parts]
@@ -62,6 +65,8 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
                 "input_size": cfg.model.input_size,
                 "output_size": cfg.model.output_size,
                 "params": cfg.data.augment,
+                "seed": seeding.augmentation_seed(cfg.train.seed, side),
+                "first_pass": first_pass,
             },
             batch_size=32,
             num_cpus=1,
@@ -70,19 +75,47 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def _read_source(cfg: Config, path: str, index: int) -> Any:
-    """One source's rows for a pass: its shard files in a new random order at every read, ``epochs_per_pass``
-    times, with the ``source`` column (its index in the side's list) beside the row id and shard file
-    that name a row that fails to decode."""
+def _read_source(cfg: Config, side: str, path: str, index: int, first_pass: int) -> Any:
+    """One source's rows for a pass: its shard files read ``epochs_per_pass`` times, each read in
+    the order of its seed and the pass, with the ``source`` column (its index in the side's list)
+    and the ``repeat`` column (which read) beside the row id and shard file that name a row that
+    fails to decode."""
     from pose3d.data.shards import read_shards
 
-    ds = read_shards(path, columns=[*INPUT_COLUMNS, "row_id"], shuffle_files=True, include_paths=True)
-    if cfg.data.epochs_per_pass > 1:
-        ds = ds.union(*[ds] * (cfg.data.epochs_per_pass - 1))
-    # A numpy batch is a dict of columns: its row count is a column's length.
-    return ds.add_column(
-        SOURCE_COLUMN, lambda rows: np.full(len(rows["row_id"]), index, np.int16), batch_format="numpy"
-    )
+    reads = [
+        read_shards(
+            path,
+            columns=[*INPUT_COLUMNS, "row_id"],
+            shuffle_files=True,
+            shuffle_seed=seeding.file_order_seed(cfg.train.seed, side, index, repeat),
+            first_pass=first_pass,
+            include_paths=True,
+        )
+        for repeat in range(cfg.data.epochs_per_pass)
+    ]
+    if len(reads) > 1:  # without the column a row is repeat 0
+        reads = [r.add_column(REPEAT_COLUMN, _constant_column(k), batch_format="numpy")
+                 for k, r in enumerate(reads)]  # fmt: skip
+        ds = reads[0].union(*reads[1:])
+    else:
+        ds = reads[0]
+    return ds.add_column(SOURCE_COLUMN, _constant_column(index), batch_format="numpy")
+
+
+def _constant_column(value: int) -> Any:
+    """A column of ``value`` for ``Dataset.add_column`` (a numpy batch is a dict of columns)."""
+    return lambda rows: np.full(len(rows["row_id"]), value, np.int16)
+
+
+def resume_passes(cfg: Config) -> dict[str, int]:
+    """Per side, the pass the run's newest checkpoint stood in (``{}`` for a new run): a resumed
+    run's datasets start their pass count there, so the passes it reads are the ones the
+    uninterrupted run would have read."""
+    from pose3d import storage
+    from pose3d.train.checkpoint import newest_stream_positions
+
+    positions = newest_stream_positions(storage.join(cfg.run.storage_path, cfg.run.name))
+    return {side: position[0] for side, position in positions.items()}
 
 
 def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
@@ -102,9 +135,10 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
     absolute_paths(cfg)
+    first_passes = resume_passes(cfg)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict()},
+        train_loop_config={"config": cfg.to_dict(), "first_passes": first_passes},
         scaling_config=ScalingConfig(
             num_workers=s.worker_range if s.elastic else s.max_workers,
             use_gpu=s.use_gpu,
@@ -124,8 +158,23 @@ def build_trainer(cfg: Config, callbacks: list[Any] | None = None) -> Any:
             logging_config=LoggingConfig(log_level=cfg.run.ray_train_log_level.upper()),
             callbacks=callbacks,
         ),
-        datasets=build_datasets(cfg),
-        dataset_config=DataConfig(datasets_to_split="all"),
+        datasets=build_datasets(cfg, first_passes),
+        dataset_config=DataConfig(datasets_to_split="all", execution_options=_ingest_options(cfg)),
+    )
+
+
+def _ingest_options(cfg: Config) -> Any:
+    """Ray Data's options for the training sets. With ``train.deterministic`` rows leave each
+    pipeline in the order they were read, whichever actor finishes first: the price of a repeatable
+    run (docs/conventions.md, Seeds, with its cost measured). Ray Train sets every dataset's options
+    from these (by default from the driver's context), overriding the dataset's own."""
+    from ray.data import DataContext, ExecutionOptions
+
+    current = DataContext.get_current().execution_options
+    return ExecutionOptions(
+        resource_limits=current.resource_limits,
+        preserve_order=cfg.train.deterministic,
+        verbose_progress=current.verbose_progress,
     )
 
 

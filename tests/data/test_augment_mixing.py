@@ -6,14 +6,21 @@ import pytest
 
 from pose3d import decode, geometry, skeleton, targets
 from pose3d.data.augment import AugmentParams, identity_augmentation, make_batch, sample_augmentation
-from pose3d.data.mixing import MIN_ROWS_FOR_FRACTION, RowStream, SourceCounts, mixed_batch, shares
+from pose3d.data.mixing import (
+    MIN_ROWS_FOR_FRACTION,
+    RowStream,
+    SourceCounts,
+    StreamPosition,
+    mixed_batch,
+    shares,
+)
 from pose3d.schema import CROP_MARGIN
 
 
 def _passes(n_rows, chunk):
-    def new_pass():
+    def new_pass(k):
         for i in range(0, n_rows, chunk):
-            yield {"row": np.arange(i, min(i + chunk, n_rows))}
+            yield {"row": np.arange(i, min(i + chunk, n_rows)), "pass": np.full(min(chunk, n_rows - i), k)}
 
     return new_pass
 
@@ -23,6 +30,26 @@ def test_row_stream_gives_exact_sizes_across_short_batches_and_passes():
     taken = np.concatenate([stream.take(4)["row"] for _ in range(5)])
     assert taken.tolist() == list(range(10)) + list(range(10))
     assert stream.passes == 2
+
+
+def test_a_stream_resumed_at_its_position_hands_out_the_rows_the_whole_stream_would():
+    whole = RowStream(_passes(10, 3))
+    expected = [whole.take(4) for _ in range(8)]
+    for stop_after in range(1, 8):
+        first = RowStream(_passes(10, 3))
+        for _ in range(stop_after):
+            first.take(4)
+        position = first.position()  # saved with a checkpoint
+        resumed = RowStream(_passes(10, 3), start=position)
+        for want in expected[stop_after:]:
+            got = resumed.take(4)
+            for key in ("row", "pass"):
+                assert got[key].tolist() == want[key].tolist()
+    # After 12 rows of passes of 10: the next row is row 2 of pass 1.
+    stream = RowStream(_passes(10, 3))
+    stream.take(12)
+    assert stream.position() == StreamPosition(1, 2)
+    assert RowStream(_passes(10, 3)).position() == StreamPosition(0, 0)
 
 
 def test_row_stream_refuses_an_empty_dataset():
@@ -112,6 +139,26 @@ def test_random_augmentation_stays_consistent_with_the_image():
     assert np.median(values) > 100  # the dots moved with their labels
 
 
+def test_a_rows_augmentation_follows_from_the_seed_pass_and_row_not_the_batch():
+    from pose3d.data.augment import BatchPreprocessor
+
+    rows = _rows(n=6, seed=4)
+    rows["row_id"] = np.array([f"lab/train/{i}" for i in range(6)])
+    params = AugmentParams()
+    prep = BatchPreprocessor(64, 16, params, seed=11)
+    whole = prep.augmentation(rows)
+    half = prep.augmentation({k: v[3:] for k, v in rows.items()})  # another batch, another actor
+    for key in whole:
+        np.testing.assert_array_equal(whole[key][3:], half[key])
+    same_seed, other_seed = (BatchPreprocessor(64, 16, params, seed=s).augmentation(rows) for s in (11, 12))
+    assert same_seed["scale"].tolist() == whole["scale"].tolist()
+    assert not np.array_equal(other_seed["scale"], whole["scale"])
+    # The second copy of a row within a pass (data.epochs_per_pass) is augmented differently.
+    again = prep.augmentation({**rows, "repeat": np.ones(6, np.int64)})
+    assert not np.array_equal(again["scale"], whole["scale"])
+    assert np.ptp(whole["scale"]) > 0 and whole["flip"].dtype == bool
+
+
 def test_an_undecodable_row_is_flagged_not_fatal():
     rows = _rows()
     rows["image_jpeg"] = list(rows["image_jpeg"])
@@ -130,7 +177,7 @@ def test_row_stream_skips_counts_and_names_undecoded_rows():
             }]  # fmt: skip
 
     batches = passes()
-    stream = RowStream(lambda: next(batches))
+    stream = RowStream(lambda k: next(batches))
     assert stream.take(6)["x"].tolist() == [0, 2, 3, 0, 2, 3]
     assert set(stream.take(1)) == {"x"}  # the naming columns do not reach training
     assert (stream.tally.seen, stream.tally.skipped) == (12, 3)  # three passes read

@@ -115,18 +115,23 @@ def test_the_checkpoint_is_written_whole_before_the_report_and_ray_owns_it_in_as
     cfg = load_config("demo", [f"run.storage_path={tmp_path}", "run.name=r", f"run.checkpoint_upload={mode}"])
     model = PoseNet(cfg.model)
     stage = SimpleNamespace(optimizer=torch.optim.Adam(model.parameters()), number=3)
+    from pose3d.data.mixing import StreamPosition
+
+    stream = SimpleNamespace(position=lambda: StreamPosition(2, 5))  # row 5 of pass 2 is next
     run = SimpleNamespace(
         cfg=cfg, rank=0, world=1, adopted=None, uploading=[], upload=loop._upload_mode(cfg),
-        tensorboard=SimpleNamespace(sync=lambda: None),
+        tensorboard=SimpleNamespace(sync=lambda: None), streams={"set_2d": stream},
     )  # fmt: skip
     seen = {}
 
     def report(metrics, checkpoint=None, **kw):
         seen.update(kw, folder=checkpoint.path, step=ckpt.is_complete(checkpoint.path))
+        seen["positions"] = ckpt.load_training_state(checkpoint.path)["stream_positions"]
 
     monkeypatch.setattr(ray.train, "report", report)
     loop._report_with_checkpoint(run, model, stage, {"global_step": 7, "step_in_stage": 7, "loss_total": 1.0})
     assert seen["step"] == 7 and seen["checkpoint_dir_name"].startswith("checkpoint_")
+    assert seen["positions"] == {"set_2d": [2, 5]}  # where a resumed run's stream continues
     assert seen["checkpoint_upload_mode"] == run.upload
     assert seen["delete_local_checkpoint_after_upload"] is (mode == "async")
     if mode == "sync":
@@ -210,3 +215,19 @@ def test_async_upload_to_s3_lands_every_checkpoint_whole_and_registered(ray_on_s
     state = ckpt.load_training_state(f"{run_dir}/{names[-1]}")
     assert state["global_step"] == 4 and state["stage"] == 3 and state["optimizer"]["state"]
     assert isinstance(load_model(f"{run_dir}/{names[-1]}"), PoseNet)
+
+
+def test_the_driver_of_a_resumed_run_reads_where_the_newest_checkpoint_streams_stood(tmp_path):
+    from pose3d.train import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    assert ckpt.newest_stream_positions(str(run)) == {}  # a new run
+    for name, text in [
+        ("checkpoint_2026-01-01_00-00-01.000000", '{"set_3d": [0, 12], "set_2d": [1, 4]}'),
+        ("checkpoint_2026-01-01_00-00-02.000000", '{"set_3d": [0, 20], "set_2d": [1, 12]}'),
+        ("checkpoint_2026-01-01_00-00-03.000000", "{cut off mid-upl"),  # unreadable: skipped
+    ]:
+        (run / name).mkdir(parents=True)
+        (run / name / ckpt.STREAMS_FILE).write_text(text)
+    (run / "checkpoint_2026-01-01_00-00-04.000000").mkdir()  # none written yet
+    assert ckpt.newest_stream_positions(str(run)) == {"set_3d": [0, 20], "set_2d": [1, 12]}

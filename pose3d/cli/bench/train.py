@@ -39,6 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also run (c) with data.idle_backoff=false, the Ray Data executor spinning while it waits "
         "for the trainer, and print both with the split coordinators' CPU",
     )
+    p.add_argument(
+        "--compare-deterministic",
+        action="store_true",
+        help="also run (c) with train.deterministic=false (rows in the order actors finish, torch's "
+        "fastest kernels): what a repeatable run costs",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides for every side, e.g. data.preprocess_actors=2",
+    )
 
 
 def _batch(cfg: Any, n: int, seed: int = 0) -> dict[str, Any]:
@@ -110,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from pose3d.cli.errors import UserError
     from pose3d.train.config import ConfigError, load_config
 
-    overrides = side_overrides(args.batch, args.threads)
+    overrides = [*args.overrides, *side_overrides(args.batch, args.threads)]
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as err:
@@ -152,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
             sides = [("(c) Ray Train + Ray Data, shards", [])]
             if args.compare_idle:
                 sides.append(("(c0) as (c), idle executor spinning", ["data.idle_backoff=false"]))
+            if args.compare_deterministic:
+                sides.append(("(c1) as (c), not deterministic", ["train.deterministic=false"]))
             for name, extra in sides:
                 side_cfg = load_config(args.config, overrides + extra)
                 with CoordinatorCpu() as cpu:
