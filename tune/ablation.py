@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pose3d import storage
+from pose3d.metrics import SYMMETRY_LIMBS
+from pose3d.stats import Spread, paired_difference, spread
 from pose3d.train import schedule
 from pose3d.train.config import Config
 from tune.space import TRIAL_STAGES
@@ -51,6 +53,28 @@ PAPER: dict[str, dict[str, float]] = {
     }.items()
 }
 BASELINE_ROW = "mean pose (baseline)"
+#: The variant every other is compared with, seed by seed (the paper's method).
+REFERENCE = "3D+2D/w geo"
+
+#: Bone-symmetry errors reported (the paper's Table 4): (set, unit) -> the evaluation's key.
+SYMMETRY_SETS: dict[tuple[str, str], str] = {
+    ("wild_test", "mm"): "pred_mm",
+    ("wild_test", "px"): "pred_px",
+    ("wild_2d", "px"): "pred_px",
+}
+LIMBS = tuple(SYMMETRY_LIMBS)
+#: The paper's bone symmetry for 3D+2D without -> with the geometric loss (3DHP mm, MPII px).
+PAPER_SYMMETRY: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
+    ("wild_test", "mm"): {"upper_arm": (42.4, 37.8), "lower_arm": (60.4, 50.7), "upper_leg": (43.5, 43.4),
+                          "lower_leg": (59.4, 47.8)},
+    ("wild_2d", "px"): {"upper_arm": (6.27, 4.80), "lower_arm": (10.11, 6.64), "upper_leg": (6.89, 4.93),
+                        "lower_leg": (8.03, 6.22)},
+}  # fmt: skip
+
+
+def symmetry_key(set_name: str, unit: str, limb: str) -> str:
+    """The row key of one bone-symmetry error, e.g. ``sym_wild_test_mm_lower_arm``."""
+    return f"sym_{set_name}_{unit}_{limb}"
 
 
 def variant_overrides(cfg: Config, vary: dict[str, list[Any]] | None = None) -> dict[str, dict[str, Any]]:
@@ -92,13 +116,19 @@ def scores_row(evaluations: dict[str, dict[str, Any] | None]) -> dict[str, float
     nan = math.nan
     lab, wild2d, wild = (evaluations.get(k) or {} for k in ("lab_test", "wild_2d", "wild_test"))
     get = lambda ev, key: float(ev.get("model", {}).get(key, nan))  # noqa: E731
-    return {
+    row = {
         "lab_mpjpe": get(lab, "mpjpe"),
         "wild_pck2d": get(wild2d, "pck2d"),
         "wild_test_pck3d": get(wild, "pck3d"),
         "wild_test_auc3d": get(wild, "auc3d"),
         "wild_test_mpjpe": get(wild, "mpjpe"),
     }
+    for (set_name, unit), source in SYMMETRY_SETS.items():
+        table = (evaluations.get(set_name) or {}).get("bone_symmetry", {}).get(source) or {}
+        for limb in LIMBS:
+            value = table.get(limb)
+            row[symmetry_key(set_name, unit, limb)] = nan if value is None else float(value)
+    return row
 
 
 def baseline_row(baselines: dict[str, dict[str, float] | None]) -> dict[str, float]:
@@ -114,10 +144,65 @@ def baseline_row(baselines: dict[str, dict[str, float] | None]) -> dict[str, flo
     }
 
 
-def _cell(value: float, percent: bool) -> str:
-    if value is None or not math.isfinite(value):
+def _mean(value: float | Spread | None) -> float:
+    if isinstance(value, Spread):
+        return value.mean
+    return math.nan if value is None else float(value)
+
+
+def _cell(value: float | Spread | None, percent: bool) -> str:
+    """A table cell: the value (x 100 for a percentage), or for a figure over seeds its mean ± the
+    95 % t-interval's half-width (the mean alone from one seed)."""
+    mean = _mean(value)
+    if not math.isfinite(mean):
         return "-"
-    return f"{100 * value:.1f}" if percent else f"{value:.1f}"
+    scale = 100 if percent else 1
+    if isinstance(value, Spread) and value.n > 1:
+        return f"{scale * mean:.1f} ± {scale * value.half_width:.1f}"
+    return f"{scale * mean:.1f}"
+
+
+def _difference_cell(d: Spread, percent: bool) -> str:
+    """A paired difference: signed mean ± half-width, ``*`` when the interval excludes 0."""
+    if d.n == 0 or not math.isfinite(d.mean):
+        return "-"
+    scale = 100 if percent else 1
+    if d.n == 1:
+        return f"{scale * d.mean:+.1f} (n=1)"
+    return f"{scale * d.mean:+.1f} ± {scale * d.half_width:.1f}" + (" *" if d.excludes_zero() else "")
+
+
+def aggregate(runs: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict[str, Spread]]:
+    """variant -> seed -> row  =>  variant -> key -> its ``Spread`` over the seeds."""
+    out: dict[str, dict[str, Spread]] = {}
+    for variant, by_seed in runs.items():
+        keys = sorted({k for row in by_seed.values() for k in row})
+        out[variant] = {k: spread([row.get(k, math.nan) for row in by_seed.values()]) for k in keys}
+    return out
+
+
+def paired_differences(
+    runs: dict[str, dict[int, dict[str, float]]], reference: str = REFERENCE
+) -> dict[str, dict[str, Spread]]:
+    """variant -> key -> the ``Spread`` of (variant - reference) over the seeds both ran: the
+    comparison the ablation is for, with what a seed does to both taken out. Empty without the
+    reference."""
+    ref = runs.get(reference)
+    if not ref:
+        return {}
+    out: dict[str, dict[str, Spread]] = {}
+    for variant, by_seed in runs.items():
+        if variant == reference:
+            continue
+        keys = sorted({k for row in by_seed.values() for k in row} & {k for row in ref.values() for k in row})
+        out[variant] = {
+            k: paired_difference(
+                {s: r[k] for s, r in by_seed.items() if math.isfinite(r.get(k, math.nan))},
+                {s: r[k] for s, r in ref.items() if math.isfinite(r.get(k, math.nan))},
+            )
+            for k in keys
+        }
+    return out
 
 
 def winner(rows: dict[str, dict[str, float]], key: str = "wild_test_pck3d") -> dict[str, Any] | None:
@@ -125,7 +210,9 @@ def winner(rows: dict[str, dict[str, float]], key: str = "wild_test_pck3d") -> d
     col = next(c for c in COLUMNS if c[0] == key)
     higher = col[3]
     scored = [
-        (v[key], n) for n, v in rows.items() if n != BASELINE_ROW and math.isfinite(v.get(key, math.nan))
+        (_mean(v.get(key)), n)
+        for n, v in rows.items()
+        if n != BASELINE_ROW and math.isfinite(_mean(v.get(key)))
     ]
     if not scored:
         return None
@@ -148,15 +235,35 @@ def _winner_line(w: dict[str, Any] | None) -> str:
     return line + ")."
 
 
-def to_markdown(rows: dict[str, dict[str, float]], notes: list[str] | None = None) -> str:
-    """The comparison table (rows in the paper's order, then the baseline), the winners on the
-    wild test set, and the paper's own numbers for the same layout."""
+def _order(names: Sequence[str]) -> list[str]:
+    """Variants in the paper's row order (each varied one under its variant), then the rest."""
+    rank = {name: i for i, name in enumerate(VARIANTS)}
+    return sorted(names, key=lambda n: (rank.get(paper_variant(n), len(rank)), n))
+
+
+def _seeds_note(rows: dict[str, dict[str, float | Spread]]) -> str:
+    counts = sorted({v.n for row in rows.values() for v in row.values() if isinstance(v, Spread) and v.n})
+    if not counts or counts == [1]:
+        return ""
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"Mean ± the half-width of the 95 % t-interval over {n} seeds (each seed its own stage 1)."
+
+
+def to_markdown(
+    rows: dict[str, dict[str, float | Spread]],
+    notes: list[str] | None = None,
+    differences: dict[str, dict[str, Spread]] | None = None,
+) -> str:
+    """The comparison table (rows in the paper's order, then the baseline; a figure over seeds as
+    mean ± CI), the winners on the wild test set, the paired differences against ``REFERENCE``,
+    the bone-symmetry errors when the rows have them, and the paper's own numbers."""
     head = "| Method | " + " | ".join(c[1] for c in COLUMNS) + " |"
     rule = "|---|" + "---:|" * len(COLUMNS)
-    lines = ["## Ablation (the paper's layout)", "", head, rule]
-    rank = {name: i for i, name in enumerate(VARIANTS)}
-    order = sorted(rows, key=lambda n: (rank.get(paper_variant(n), len(rank)), n))
-    for name in order:
+    lines = ["## Ablation (the paper's layout)", ""]
+    if note := _seeds_note(rows):
+        lines += [note, ""]
+    lines += [head, rule]
+    for name in _order(list(rows)):
         cells = [_cell(rows[name].get(c[0], math.nan), c[4]) for c in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -166,6 +273,10 @@ def to_markdown(rows: dict[str, dict[str, float]], notes: list[str] | None = Non
             lines.append(f"- {text}")
     pairs = "; ".join(f"{c[1]} = {c[2]}" for c in COLUMNS if c[2] != "-")
     lines += ["", f"Column counterparts in the paper: {pairs}."]
+    if differences:
+        lines += _differences_md(differences, head, rule)
+    if any(k.startswith("sym_") for row in rows.values() for k in row):
+        lines += _symmetry_md(rows, differences or {})
     lines += ["", "### The paper's numbers", "", head, rule]
     for name, values in PAPER.items():
         cells = [f"{values[c[0]]:.2f}" if c[0] in values else "-" for c in COLUMNS]
@@ -175,37 +286,101 @@ def to_markdown(rows: dict[str, dict[str, float]], notes: list[str] | None = Non
     return "\n".join(lines) + "\n"
 
 
+def _differences_md(differences: dict[str, dict[str, Spread]], head: str, rule: str) -> list[str]:
+    lines = [
+        "",
+        f"### Paired differences against {REFERENCE}",
+        "",
+        f"Each variant minus {REFERENCE}, seed by seed (the same seed: the same stage 1, file orders "
+        "and augmentation), mean ± the 95 % t-interval's half-width, in points or mm; * marks an "
+        "interval that excludes 0.",
+        "",
+        head,
+        rule,
+    ]
+    for name in _order(list(differences)):
+        cells = [_difference_cell(differences[name].get(c[0], spread([])), c[4]) for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _symmetry_md(
+    rows: dict[str, dict[str, float | Spread]], differences: dict[str, dict[str, Spread]]
+) -> list[str]:
+    """Bone symmetry |left - right| per limb (the paper's Table 4), per set and unit: each variant's
+    error, then its paired difference against ``REFERENCE`` (negative: more symmetric)."""
+    titles = {"wild_test": "wild test set", "wild_2d": "wild 2D set"}
+    head = "| Method | " + " | ".join(limb.replace("_", " ") for limb in LIMBS) + " |"
+    rule = "|---|" + "---:|" * len(LIMBS)
+    lines = ["", "### Bone symmetry", "",
+             "Mean |left − right| bone length per limb: mm at the true scale (rows with 3D), px of the "
+             "network input (2D with depth in the same scale).", ""]  # fmt: skip
+    variants = [n for n in _order(list(rows)) if n != BASELINE_ROW]
+    for (set_name, unit), _ in SYMMETRY_SETS.items():
+        keys = [symmetry_key(set_name, unit, limb) for limb in LIMBS]
+        if not any(math.isfinite(_mean(rows[n].get(k))) for n in variants for k in keys):
+            continue
+        lines += [f"#### {titles[set_name]}, {unit}", "", head, rule]
+        for name in variants:
+            cells = [_cell(rows[name].get(k), False) for k in keys]
+            if name in differences:
+                paired = [_difference_cell(differences[name].get(k, spread([])), False) for k in keys]
+                cells = [c if c == "-" else f"{c} ({d})" for c, d in zip(cells, paired, strict=True)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        paper = PAPER_SYMMETRY.get((set_name, unit))
+        if paper:
+            cells = [f"{paper[limb][0]:.2f} → {paper[limb][1]:.2f}" for limb in LIMBS]
+            lines.append("| the paper, 3D+2D wo → w geo | " + " | ".join(cells) + " |")
+        lines.append("")
+    if differences:
+        lines.append(f"In brackets: the paired difference against {REFERENCE} (* : the interval excludes 0).")
+    return lines
+
+
 def evaluate_variants(
-    best_checkpoints: dict[str, str],
+    best_checkpoints: dict[str, str] | dict[str, dict[int, str]],
     eval_sets: dict[str, str],
     *,
     max_rows: int | None = None,
     baseline_from: str | Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Score each variant's checkpoint on the given sets (``pose3d.eval.score.evaluate_checkpoint``).
-    Returns {"variants": {name: {"checkpoint", set: evaluation}}, "rows": table rows}."""
+    """Score each run's checkpoint on the given sets (``pose3d.eval.score.evaluate_checkpoint``):
+    ``best_checkpoints`` is variant -> checkpoint, or variant -> seed -> checkpoint. Returns
+    {"variants": {name: {seed: {"checkpoint", set: evaluation}}}, "runs": {name: {seed: row}},
+    "rows": {name: {key: Spread over the seeds}} with the mean-pose row, "differences": the paired
+    differences against ``REFERENCE``, "baselines"}."""
     from pose3d.eval.score import evaluate_checkpoint
 
     per_variant: dict[str, Any] = {}
-    rows: dict[str, dict[str, float]] = {}
+    runs: dict[str, dict[int, dict[str, float]]] = {}
     baselines: dict[str, Any] = {}
-    for name, ckpt in best_checkpoints.items():
-        evals: dict[str, Any] = {}
-        for set_name, path in eval_sets.items():
-            with_baseline = baseline_from if set_name != "wild_2d" and set_name not in baselines else None
-            ev = evaluate_checkpoint(ckpt, path, max_rows=max_rows, baseline_from=with_baseline)
-            if "baseline" in ev:
-                baselines[set_name] = ev.pop("baseline")
-            evals[set_name] = ev
-        per_variant[name] = {"checkpoint": ckpt, **evals}
-        rows[name] = scores_row(evals)
+    for name, by_seed in best_checkpoints.items():
+        seeds = by_seed if isinstance(by_seed, dict) else {0: by_seed}
+        for seed, ckpt in sorted(seeds.items()):
+            evals: dict[str, Any] = {}
+            for set_name, path in eval_sets.items():
+                with_baseline = baseline_from if set_name != "wild_2d" and set_name not in baselines else None
+                ev = evaluate_checkpoint(ckpt, path, max_rows=max_rows, baseline_from=with_baseline)
+                if "baseline" in ev:
+                    baselines[set_name] = ev.pop("baseline")
+                evals[set_name] = ev
+            per_variant.setdefault(name, {})[seed] = {"checkpoint": ckpt, **evals}
+            runs.setdefault(name, {})[seed] = scores_row(evals)
+    rows: dict[str, dict[str, Any]] = dict(aggregate(runs))
     if baselines:
         rows[BASELINE_ROW] = baseline_row(baselines)
-    return {"variants": per_variant, "baselines": baselines, "rows": rows}
+    return {
+        "variants": per_variant,
+        "runs": runs,
+        "rows": rows,
+        "differences": paired_differences(runs),
+        "baselines": baselines,
+    }
 
 
 def write_report(experiment: str, report: dict[str, Any], notes: list[str] | None = None) -> tuple[str, str]:
-    """Write ``ablation.md`` and ``ablation.json`` into the experiment folder; return their paths."""
+    """Write ``ablation.md``, ``ablation.json`` and, for rows over seeds, ``ablation.png`` (the
+    table's figures with their intervals) into the experiment folder; return the first two paths."""
     md_path, json_path = storage.join(experiment, "ablation.md"), storage.join(experiment, "ablation.json")
     rows = report["rows"]
     full = {
@@ -214,9 +389,55 @@ def write_report(experiment: str, report: dict[str, Any], notes: list[str] | Non
         "winner_wild_test_mpjpe": winner(rows, "wild_test_mpjpe"),
         "notes": notes or [],
     }
-    storage.write_text(md_path, to_markdown(rows, notes))
+    storage.write_text(md_path, to_markdown(rows, notes, report.get("differences")))
     storage.write_text(json_path, json.dumps(_finite(full), indent=2) + "\n")
+    if any(isinstance(v, Spread) for row in rows.values() for v in row.values()):
+        png = plot(rows, report.get("differences") or {})
+        storage.write_bytes(storage.join(experiment, "ablation.png"), png)
     return md_path, json_path
+
+
+def plot(rows: dict[str, dict[str, Any]], differences: dict[str, dict[str, Spread]]) -> bytes:
+    """A PNG of the table: per column, each variant's mean with its 95 % interval as an error bar
+    (the mean pose as a dashed line), and the wild-test bone symmetry in mm; returns its bytes."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = [n for n in _order(list(rows)) if n != BASELINE_ROW]
+    panels = [(c[0], c[1], 100 if c[4] else 1) for c in COLUMNS]
+    panels += [(symmetry_key("wild_test", "mm", limb), f"Wild-test {limb.replace('_', ' ')} |l-r| (mm)", 1)
+               for limb in LIMBS]  # fmt: skip
+    fig, axes = plt.subplots(3, 3, figsize=(15, 12))
+    colours = plt.cm.tab10.colors
+    for ax, (key, title, scale) in zip(axes.flat, panels, strict=False):
+        spreads = [rows[n].get(key) for n in variants]
+        means = [scale * _mean(s) for s in spreads]
+        errors = [scale * s.half_width if isinstance(s, Spread) and s.n > 1 else 0.0 for s in spreads]
+        ax.bar(range(len(variants)), means, yerr=errors, capsize=4,
+               color=[colours[i % len(colours)] for i in range(len(variants))])  # fmt: skip
+        for i, name in enumerate(variants):
+            d = differences.get(name, {}).get(key)
+            if d is not None and d.excludes_zero():
+                ax.annotate("*", (i, means[i] + errors[i]), ha="center", va="bottom", fontsize=14)
+        baseline = _mean(rows.get(BASELINE_ROW, {}).get(key))
+        if math.isfinite(baseline):
+            ax.axhline(scale * baseline, color="grey", linestyle="--", label="mean pose")
+            ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(len(variants)), [n.replace(" [", "\n[") for n in variants], rotation=30,
+                      ha="right", fontsize=8)  # fmt: skip
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(f"Ablation: mean ± 95 % CI over seeds; * differs from {REFERENCE} (paired, 95 %)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _finite(value: Any) -> Any:
@@ -225,6 +446,9 @@ def _finite(value: Any) -> Any:
         return {str(k): _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
+    if isinstance(value, Spread):
+        s = value
+        return _finite({"mean": s.mean, "std": s.std, "ci95_half_width": s.half_width, "n": s.n})
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if hasattr(value, "item"):  # numpy scalars

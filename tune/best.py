@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from pose3d import storage
+from pose3d.stats import Spread, spread
 from pose3d.train import schedule
 from tune.plan import METRIC, RUNS_DIR, SearchError, load_plan
-from tune.trial import trial_config, trial_setup
+from tune.trial import knobs, trial_config, trial_setup
 
 #: Metrics shown and exported for each trial's best checkpoint.
 SHOWN = ("val_mpjpe", "val_pa_mpjpe", "val_pck2d", "global_step")
@@ -30,13 +31,14 @@ SHOWN = ("val_mpjpe", "val_pa_mpjpe", "val_pck2d", "global_step")
 class TrialSummary:
     trial_id: str
     status: str  # Tune's: TERMINATED (completed or stopped by ASHA), RUNNING, PENDING, ERROR
-    params: dict[str, Any]  # the sampled knobs (or the ablation variant)
+    params: dict[str, Any]  # the sampled knobs (or the ablation variant), without the seed index
     steps_done: int  # the last validated step: Tune's last result, or the run's last checkpoint if later
     steps_planned: int  # stages 2 + 3 of this trial's config
     run_path: str  # the trial's Train run
     best_checkpoint: str | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the trial's whole training config
+    seed: int = 0  # its train.seed
 
     @property
     def stopped_early(self) -> bool:
@@ -104,17 +106,98 @@ def collect(experiment: str) -> list[TrialSummary]:
             TrialSummary(
                 trial_id=trial.trial_id,
                 status=str(trial.status),
-                params=config,
+                params=knobs(config),
                 steps_done=max(int(last.get("global_step", 0)), last_checkpointed),
                 steps_planned=schedule.total_steps(cfg),
                 run_path=run_path,
                 best_checkpoint=ckpt,
                 best_metrics=metrics,
                 config=cfg.to_dict(),
+                seed=cfg.train.seed,
             )
         )
     out.sort(key=lambda t: (t.score, t.trial_id))
     return out
+
+
+@dataclass
+class ConfigSummary:
+    """One configuration of a search (its knobs, or an ablation variant) over the seeds it ran."""
+
+    params: dict[str, Any]
+    trials: list[TrialSummary]  # one per seed, by seed
+
+    @property
+    def scores(self) -> dict[int, float]:
+        """seed -> the best checkpoint's validation MPJPE of that seed's run (inf: none)."""
+        return {t.seed: t.score for t in self.trials}
+
+    @property
+    def val_mpjpe(self) -> Spread:
+        """Validation MPJPE over the seeds that have a score (runs that diverged or left no
+        checkpoint are out of n)."""
+        return spread([s for s in self.scores.values() if math.isfinite(s)])
+
+    @property
+    def rank_key(self) -> tuple[float, int]:
+        mean = self.val_mpjpe.mean
+        return (mean if math.isfinite(mean) else math.inf, -self.val_mpjpe.n)
+
+    @property
+    def best_trial(self) -> TrialSummary:
+        return min(self.trials, key=lambda t: (t.score, t.seed))
+
+
+def group_by_config(trials: list[TrialSummary]) -> list[ConfigSummary]:
+    """The trials grouped by configuration (same knobs, any seed), best mean validation MPJPE first:
+    a configuration is never ranked by one seed's luck when it ran more."""
+    groups: dict[str, ConfigSummary] = {}
+    for t in trials:
+        key = json.dumps(t.params, sort_keys=True, default=str)
+        groups.setdefault(key, ConfigSummary(t.params, [])).trials.append(t)
+    for g in groups.values():
+        g.trials.sort(key=lambda t: t.seed)
+    return sorted(groups.values(), key=lambda g: g.rank_key)
+
+
+def format_config_table(groups: list[ConfigSummary]) -> str:
+    """A Markdown table of configurations over their seeds, in the order given."""
+    lines = [
+        "| rank | knobs | seeds (stopped early) | val MPJPE (mm), mean ± 95 % CI | std (mm) | per seed "
+        "| best run |",
+        "|---:|---|---:|---:|---:|---|---|",
+    ]
+    for rank, g in enumerate(groups, start=1):
+        s = g.val_mpjpe
+        stopped = sum(t.stopped_early for t in g.trials)
+        per_seed = ", ".join(f"{t.seed}: {t.score:.1f}" if math.isfinite(t.score) else f"{t.seed}: -"
+                             for t in g.trials)  # fmt: skip
+        cells = [
+            str(rank),
+            ", ".join(f"{k}={_fmt(v)}" for k, v in g.params.items()) or "-",
+            f"{len(g.trials)} ({stopped})",
+            s.format() if s.n else "-",
+            f"{s.std:.1f}" if s.n > 1 else "-",
+            per_seed,
+            f"trial {g.best_trial.trial_id}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def config_dict(g: ConfigSummary, rank: int) -> dict[str, Any]:
+    s = g.val_mpjpe
+    return {
+        "rank": rank,
+        "params": g.params,
+        "seeds": [t.seed for t in g.trials],
+        "val_mpjpe": {"mean": s.mean, "std": s.std, "ci95_half_width": s.half_width, "n": s.n},
+        "val_mpjpe_per_seed": {str(k): v for k, v in g.scores.items()},
+        "stopped_early": sum(t.stopped_early for t in g.trials),
+        "trials": [t.trial_id for t in g.trials],
+        "best_trial": g.best_trial.trial_id,
+        "best_checkpoint": g.best_trial.best_checkpoint,
+    }
 
 
 def _fmt(value: Any) -> str:

@@ -48,18 +48,24 @@ from tune.plan import (
     save_plan,
 )
 from tune.space import TRIAL_STAGES, SearchSpace, step_range
-from tune.trial import trial_dirname, trial_main, trial_setup
+from tune.trial import SEED_INDEX, trial_dirname, trial_main, trial_setup
 
 log = logging.getLogger("pose3d.tune")
 
 # --- stage 1 -----------------------------------------------------------------------------------------
 
 
-def stage1_config(plan: Plan) -> Config:
+def stage1_run_name(index: int) -> str:
+    """The stage-1 run of seed index ``index`` under the experiment's ``runs/``."""
+    return STAGE1_RUN if index == 0 else f"{STAGE1_RUN}-seed{index}"
+
+
+def stage1_config(plan: Plan, index: int = 0) -> Config:
     tree = json.loads(json.dumps(plan.base))
     for stage in TRIAL_STAGES:
         apply_override(tree, schedule.steps_key(stage), 0)
-    tree["run"]["name"], tree["run"]["storage_path"] = STAGE1_RUN, plan.runs_root
+    tree["run"]["name"], tree["run"]["storage_path"] = stage1_run_name(index), plan.runs_root
+    tree["train"]["seed"] = plan.seed_of(index)
     try:
         return config_from_dict(tree)
     except ConfigError as err:
@@ -69,19 +75,27 @@ def stage1_config(plan: Plan) -> Config:
 
 
 def ensure_stage1(plan: Plan) -> str:
-    """The stage-1 checkpoint every trial starts from: trained once (resumed if interrupted)."""
-    if plan.init_checkpoint:
-        return plan.init_checkpoint
+    """The stage-1 checkpoints the trials start from, one per seed (one for all with --init), each
+    trained once (resumed if interrupted) and recorded in the plan; returns seed 0's."""
     from pose3d.train.trainer import fit
 
-    cfg = stage1_config(plan)
-    log.info("stage 1: training the checkpoint every trial starts from (%d steps)", schedule.total_steps(cfg))
-    result = fit(cfg)
-    if result.checkpoint is None:
-        raise SearchError(f"stage 1 left no checkpoint in {result.path}")
-    plan.init_checkpoint = result.checkpoint.path
-    save_plan(plan)
-    log.info("stage 1 done: %s", plan.init_checkpoint)
+    for index in range(1 if plan.init_given else plan.seeds):
+        if plan.stage1_checkpoint(index):
+            continue
+        cfg = stage1_config(plan, index)
+        log.info(
+            "stage 1, seed %d: training the checkpoint the trials of that seed start from (%d steps)",
+            cfg.train.seed, schedule.total_steps(cfg),
+        )  # fmt: skip
+        result = fit(cfg)
+        if result.checkpoint is None:
+            raise SearchError(f"stage 1 left no checkpoint in {result.path}")
+        if index == 0:
+            plan.init_checkpoint = result.checkpoint.path
+        else:
+            plan.seed_checkpoints[str(index)] = result.checkpoint.path
+        save_plan(plan)
+        log.info("stage 1, seed %d done: %s", cfg.train.seed, result.checkpoint.path)
     return plan.init_checkpoint
 
 
@@ -137,15 +151,21 @@ def build_tuner(plan: Plan, concurrency: int) -> Any:
     space = plan.search_space()
     if plan.variants:
         param_space["variant"] = tune.grid_search(list(plan.variants))
-        num_samples = 1  # the grid gives one trial per variant
+        if plan.seeds > 1:
+            param_space[SEED_INDEX] = tune.grid_search(list(range(plan.seeds)))
+        num_samples = 1  # the grid gives one trial per variant and seed
     else:
+        from ray.tune.search import Repeater
         from ray.tune.search.optuna import OptunaSearch
 
         assert space is not None
         param_space.update(space.param_space())
         grace, max_t = asha_bounds(plan, space)
         start = list(space.start_points) or None
-        tune_kwargs["search_alg"] = OptunaSearch(seed=space.seed, points_to_evaluate=start)
+        searcher = OptunaSearch(seed=space.seed, points_to_evaluate=start)
+        # Every proposal runs with each seed; TPE learns from their mean (Repeater's), ASHA still
+        # judges each run alone.
+        tune_kwargs["search_alg"] = Repeater(searcher, repeat=plan.seeds) if plan.seeds > 1 else searcher
         tune_kwargs["scheduler"] = ResumableASHA(
             time_attr=TIME_ATTR,
             max_t=max_t,
@@ -153,7 +173,7 @@ def build_tuner(plan: Plan, concurrency: int) -> Any:
             reduction_factor=space.reduction_factor,
             stop_last_trials=False,  # a trial at its last step finishes on its own, gracefully
         )
-        num_samples = plan.samples
+        num_samples = plan.samples * plan.seeds
     return tune.Tuner(
         trainable(plan),
         param_space=param_space,
@@ -189,7 +209,7 @@ class Outcome:
 
 
 def expected_trials(plan: Plan) -> int:
-    return len(plan.variants) if plan.variants else plan.samples
+    return (len(plan.variants) if plan.variants else plan.samples) * plan.seeds
 
 
 def run_plan(plan: Plan, *, resume: bool, concurrency: int | None = None) -> Outcome:

@@ -43,8 +43,11 @@ class Plan:
     samples: int
     space: dict[str, Any] | None = None  # the search-space YAML (kind "search")
     variants: dict[str, dict[str, Any]] | None = None  # variant -> config overrides (kind "ablation")
-    init_checkpoint: str = ""  # the stage-1 checkpoint; empty until stage 1 is trained
+    init_checkpoint: str = ""  # the stage-1 checkpoint (of seed index 0); empty until stage 1 is trained
     init_given: bool = False  # --init gave it (no stage-1 run of our own)
+    seeds: int = 1  # runs of every configuration, seeds train.seed + 0 .. seeds - 1 (--seeds)
+    # seed index (as a string, JSON keys) -> its stage-1 checkpoint, for indexes above 0
+    seed_checkpoints: dict[str, str] = field(default_factory=dict)
     eval_sets: dict[str, str] = field(default_factory=dict)  # ablation: lab_test, wild_2d, wild_test
     eval_rows: int | None = None
     command: str = ""  # how it was started, for the record
@@ -56,6 +59,21 @@ class Plan:
     @property
     def runs_root(self) -> str:
         return storage.join(self.experiment, RUNS_DIR)
+
+    @property
+    def base_seed(self) -> int:
+        return int(self.base["train"]["seed"])
+
+    def seed_of(self, index: int) -> int:
+        """``train.seed`` of a configuration's run number ``index`` (0 .. seeds - 1)."""
+        return self.base_seed + index
+
+    def stage1_checkpoint(self, index: int) -> str:
+        """The stage-1 checkpoint the runs of seed ``index`` start from ('' until trained): one per
+        seed, so a configuration's spread over seeds includes stage 1's; one for all with --init."""
+        if index == 0 or self.init_given:
+            return self.init_checkpoint
+        return self.seed_checkpoints.get(str(index), "")
 
     def search_space(self) -> SearchSpace | None:
         return parse_space(self.space, f"{self.name}: search space") if self.space else None
@@ -102,10 +120,13 @@ def new_plan(
     eval_sets: dict[str, str] | None = None,
     eval_rows: int | None = None,
     command: str = "",
+    seeds: int = 1,
 ) -> Plan:
     """A plan from a loaded config (the caller checked the space against it)."""
     from tune.space import trial_base
 
+    if seeds < 1:
+        raise SearchError(f"--seeds must be >= 1, got {seeds}")
     if not cfg.data.val_3d:
         raise SearchError("data.val_3d is empty: the search needs validation MPJPE (its metric)")
     absolute_paths(cfg)
@@ -130,6 +151,7 @@ def new_plan(
         eval_sets={k: storage.absolute(v) for k, v in (eval_sets or {}).items() if v},
         eval_rows=eval_rows,
         command=command,
+        seeds=seeds,
     )
 
 

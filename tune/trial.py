@@ -20,12 +20,26 @@ from tune.space import parse_space
 
 log = logging.getLogger("pose3d.tune")
 
+#: A trial's seed index (0 .. --seeds - 1) in its Tune config: the ablation's grid key, and the
+#: key Tune's Repeater sets for a search (``ray.tune.search.repeater.TRIAL_INDEX``).
+SEED_INDEX, REPEATER_INDEX = "seed_index", "__trial_index__"
+
+
+def seed_index(values: dict[str, Any]) -> int:
+    """Which of a configuration's seeds a trial runs (0 without --seeds)."""
+    return int(values.get(SEED_INDEX, values.get(REPEATER_INDEX, 0)))
+
+
+def knobs(values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's Tune config without its seed index: what makes its configuration."""
+    return {k: v for k, v in values.items() if k not in (SEED_INDEX, REPEATER_INDEX)}
+
 
 def trial_overrides(values: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
     """A trial's Tune config (its sampled values, or its variant) -> the config keys they set."""
     if setup.get("variants"):
         return dict(setup["variants"][values["variant"]])
-    return parse_space(setup["space"], "trial search space").overrides(values)
+    return parse_space(setup["space"], "trial search space").overrides(knobs(values))
 
 
 def train_run_name(trial_id: str) -> str:
@@ -37,9 +51,11 @@ def trial_config(values: dict[str, Any], setup: dict[str, Any], trial_id: str) -
     """The training config of one trial: stages 2-3 from the stage-1 checkpoint, its run under
     the experiment's ``runs/`` folder. ``setup`` is ``trial_setup(plan)``."""
     overrides = trial_overrides(values, setup)
+    index = seed_index(values)
     overrides.update({
         schedule.steps_key(1): 0,
-        "train.init_from": setup["init_checkpoint"],
+        "train.seed": int(setup["base"]["train"]["seed"]) + index,
+        "train.init_from": setup.get("stage1_checkpoints", {}).get(str(index), setup["init_checkpoint"]),
         "run.name": train_run_name(trial_id),
         "run.storage_path": setup["runs_root"],
     })  # fmt: skip
@@ -53,6 +69,7 @@ def trial_setup(plan: Plan) -> dict[str, Any]:
         "space": plan.space,
         "variants": plan.variants,
         "init_checkpoint": plan.init_checkpoint,
+        "stage1_checkpoints": {str(i): plan.stage1_checkpoint(i) for i in range(plan.seeds)},
         "runs_root": plan.runs_root,
     }
 
@@ -81,7 +98,7 @@ def trial_main(config: dict[str, Any], setup: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(config, setup, trial_id)
-    log.info("trial %s: %s", trial_id, trial_overrides(config, setup))
+    log.info("trial %s: %s, seed %d", trial_id, trial_overrides(config, setup), cfg.train.seed)
     build_trainer(cfg, callbacks=[ValidatedReportCallback()]).fit()
 
 

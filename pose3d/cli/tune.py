@@ -13,19 +13,23 @@ from pose3d.cli.errors import UserError
 from pose3d.infra.ray_session import add_ray_arguments
 
 TUNE_EPILOG = """\
-Every trial trains stages 2 and 3 from one stage-1 checkpoint: the search trains it first (stage 1
-of the config), or takes --init CKPT. Trials are full Ray Train runs; Optuna's TPE proposes, ASHA
-stops trials early on validation MPJPE (data.val_3d). Packaged search spaces: paper, demo.
+Every trial trains stages 2 and 3 from one stage-1 checkpoint (one per seed with --seeds): the
+search trains it first (stage 1 of the config), or takes --init CKPT. Trials are full Ray Train
+runs; Optuna's TPE proposes, ASHA stops trials early on validation MPJPE (data.val_3d). Packaged
+search spaces: paper, demo.
 
   pose3d tune --config paper --search paper --samples 64 --storage s3://bucket/runs --name s1
   pose3d tune --config demo --search demo --samples 8 data.val_rows=64
   pose3d tune --resume --storage s3://bucket/runs --name s1        # after an interruption
   pose3d tune --preset ablation --config demo --wild-test shards/synthetic_wild_test/test
+  pose3d tune --preset ablation --seeds 3 ...   # every variant 3 times: mean ± 95 % CI, paired diffs
 
 The ablation preset trains the paper's four variants (3D/wo geo, 3D/w geo, 3D+2D/wo geo,
 3D+2D/w geo), scores each one's best checkpoint on the lab test set (--lab-test, default
 data.val_3d), the wild 2D set (--wild-2d, default data.val_2d) and the wild test set (--wild-test),
-and writes ablation.md and ablation.json into the experiment folder STORAGE/NAME. With several 2D
+and writes ablation.md and ablation.json into the experiment folder STORAGE/NAME (with --seeds N:
+every figure as mean ± 95 % t-interval over the seeds, each variant's paired difference against
+3D+2D/w geo, the bone-symmetry errors, and ablation.png). With several 2D
 sources, --vary data.set_2d.2.weight=0,1 runs the variants that draw 2D rows without and with the
 second source (a search varies a weight through its space: keys: [data.set_2d.2.weight])."""
 
@@ -43,7 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config", default="demo", help="training config: a YAML path or packaged name (default demo)"
     )
     p.add_argument("--search", help="search-space YAML: a path or packaged name (paper, demo)")
-    p.add_argument("--samples", type=int, help="trials to run (default 8)")
+    p.add_argument("--samples", type=int, help="configurations to try (default 8)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="runs of every configuration (seeds train.seed + 0, 1, ...; each with its own stage 1); "
+        "pose3d best and the ablation report give mean, std and a 95%% t-interval (default 1)",
+    )
     p.add_argument("--preset", choices=["ablation"], help="run the paper's ablation instead of a search")
     p.add_argument("--name", help="experiment name (default: search, or ablation)")
     p.add_argument(
@@ -73,10 +84,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "best",
         help="the best trials of a search: knobs, metrics, best checkpoints; --export copies them",
         description="Rank the trials of a search (STORAGE/NAME) by their best checkpoint's validation "
-        "MPJPE and list their knobs, metrics and checkpoint paths.",
+        "MPJPE and list their knobs, metrics and checkpoint paths. A search run with --seeds ranks its "
+        "configurations by their mean over the seeds (with the 95%% t-interval and the seeds each has), "
+        "and --top and --export take the best run of each.",
     )
     b.add_argument("experiment", metavar="EXPERIMENT", help="the search folder STORAGE/NAME (local or s3://)")
-    b.add_argument("--top", type=int, default=5, help="how many trials to list (default 5)")
+    b.add_argument("--top", type=int, default=5, help="trials (or configurations) to list (default 5)")
     b.add_argument(
         "--export", metavar="DIR", help="copy the top trials' best checkpoints, configs and metrics"
     )
@@ -113,7 +126,7 @@ def _plan(args: argparse.Namespace) -> Any:
             plan = plans.new_plan(
                 "ablation", cfg, name=args.name or "ablation", storage_path=storage_path, samples=1,
                 variants=variants, init=args.init, eval_sets=eval_sets, eval_rows=args.eval_rows,
-                command=command,
+                command=command, seeds=args.seeds,
             )  # fmt: skip
             for name, over in variants.items():
                 try:
@@ -132,7 +145,7 @@ def _plan(args: argparse.Namespace) -> Any:
             raise UserError(f"--samples must be >= 1, got {samples}")
         return plans.new_plan(
             "search", cfg, name=args.name or "search", storage_path=storage_path, samples=samples,
-            space=space, init=args.init, command=command,
+            space=space, init=args.init, command=command, seeds=args.seeds,
         )  # fmt: skip
     except (SpaceError, ValueError, plans.SearchError) as err:
         raise UserError(str(err)) from None
@@ -205,7 +218,10 @@ def _after_search(plan: Any, outcome: Any) -> int:
     print(f"experiment: {plan.experiment}  ({outcome.finished} trial(s) finished, {outcome.errored} errored)")
     print(f"stage-1 checkpoint: {plan.init_checkpoint}")
     print(f"tensorboard --logdir {plan.experiment}")
-    print(best.format_table(trials[:5]))
+    if plan.seeds > 1:
+        print(best.format_config_table(best.group_by_config(trials)[:5]))
+    else:
+        print(best.format_table(trials[:5]))
     if plan.kind == "ablation":
         _ablation_report(plan, trials)
     return 0 if outcome.errored == 0 else 1
@@ -217,13 +233,18 @@ def _ablation_report(plan: Any, trials: list[Any]) -> None:
     from tune import ablation
     from tune.space import TRIAL_STAGES
 
-    checkpoints: dict[str, str] = {}
+    checkpoints: dict[str, dict[int, str]] = {}  # variant -> seed -> its run's best checkpoint
     for t in trials:
         variant = t.params.get("variant")
-        if variant and t.best_checkpoint and variant not in checkpoints:
-            checkpoints[variant] = t.best_checkpoint
-    missing = [v for v in plan.variants if v not in checkpoints]
-    notes = [f"{v}: no checkpoint (the trial failed)" for v in missing]
+        if variant and t.best_checkpoint:
+            checkpoints.setdefault(variant, {})[t.seed] = t.best_checkpoint
+    seeds = [plan.seed_of(i) for i in range(plan.seeds)]
+    notes = [
+        f"{v}, seed {s}: no checkpoint (the trial failed)"
+        for v in plan.variants
+        for s in seeds
+        if s not in checkpoints.get(v, {})
+    ]
     notes += [f"{label}: not given" for label, path in plan.eval_sets.items() if not path]
     sets = {k: v for k, v in plan.eval_sets.items() if v}
     base = config_from_dict(plan.base)
@@ -233,13 +254,18 @@ def _ablation_report(plan: Any, trials: list[Any]) -> None:
     )
     stages = " + ".join(str(s) for s in TRIAL_STAGES)
     steps = " + ".join(str(schedule.stage_steps(base, s)) for s in TRIAL_STAGES)
+    stage1 = (
+        f"the stage-1 checkpoint {plan.init_checkpoint}"
+        if plan.seeds == 1 or plan.init_given
+        else f"each seed's own stage-1 checkpoint (seeds {', '.join(map(str, seeds))})"
+    )
     notes.append(
-        f"stages {stages}: {steps} steps at batch {base.data.batch_size} from the stage-1 "
-        f"checkpoint {plan.init_checkpoint}; each variant's checkpoint is its best by validation MPJPE"
+        f"stages {stages}: {steps} steps at batch {base.data.batch_size} from {stage1}; each run is "
+        "scored at its best checkpoint by validation MPJPE"
     )
     notes += [f"{k}: {v}" for k, v in sets.items()]
     md_path, json_path = ablation.write_report(plan.experiment, report, notes)
-    print(ablation.to_markdown(report["rows"], notes))
+    print(ablation.to_markdown(report["rows"], notes, report["differences"]))
     print(f"written: {md_path}, {json_path}")
 
 
@@ -255,11 +281,22 @@ def run_best(args: argparse.Namespace) -> int:
         trials = best.collect(args.experiment)
     except FileNotFoundError as err:
         raise UserError(str(err)) from None
-    top = trials[: args.top]
-    if args.json:
-        print(json.dumps([best.summary_dict(t, r) for r, t in enumerate(top, start=1)], indent=2))
+    groups = best.group_by_config(trials)
+    if any(len(g.trials) > 1 for g in groups):  # run with --seeds: rank configurations by their mean
+        ranked = groups[: args.top]
+        top = [g.best_trial for g in ranked]
+        if args.json:
+            print(json.dumps([best.config_dict(g, r) for r, g in enumerate(ranked, start=1)], indent=2))
+        else:
+            print(best.format_config_table(ranked))
+            print("\nThe best run of each:\n")
+            print(best.format_table(top))
     else:
-        print(best.format_table(top))
+        top = trials[: args.top]
+        if args.json:
+            print(json.dumps([best.summary_dict(t, r) for r, t in enumerate(top, start=1)], indent=2))
+        else:
+            print(best.format_table(top))
     if args.export:
         folders = best.export(top, args.export)
         print(f"exported {len(folders)} checkpoint(s) to {args.export}", file=sys.stderr)

@@ -30,7 +30,7 @@ import numpy as np
 from pose3d import geometry, metrics, skeleton, storage
 from pose3d.data.shards import rows_by_id
 from pose3d.eval.predict import EVAL_COLUMNS, ImagePrediction, PeoplePrediction, prepare_rows
-from pose3d.eval.score import RowScores
+from pose3d.eval.score import RowScores, symmetry_table
 from pose3d.schema import DATASETS, EVAL_KIND
 
 #: 3DHP's test-set groups in the paper's column order, and how its table names them.
@@ -166,22 +166,6 @@ def pckh_table(
         "rows": int(ok.sum()),
         "excluded_no_head_size": int((~ok).sum()),
     }
-
-
-def symmetry_table(
-    pred_px: np.ndarray | None, pred_mm: np.ndarray | None = None, gt_mm: np.ndarray | None = None
-) -> dict[str, Any]:
-    """Mean |left - right| bone length per limb (``metrics.bone_symmetry``).
-
-    pred_px (B, 16, 3) network-input px (2D with depth in the same scale); pred_mm (B', 16, 3) mm at
-    the true scale and gt_mm (B', 16, 3) its ground truth, or None. Returns {"limbs", and for each
-    given input "pred_px" / "pred_mm" / "gt_mm": {limb: mean}}.
-    """
-    out: dict[str, Any] = {"limbs": list(metrics.SYMMETRY_LIMBS)}
-    for name, joints in (("pred_px", pred_px), ("pred_mm", pred_mm), ("gt_mm", gt_mm)):
-        if joints is not None and len(joints):
-            out[name] = {limb: _num(v.mean()) for limb, v in metrics.bone_symmetry(joints).items()}
-    return out
 
 
 # --- the whole report ------------------------------------------------------------------------------

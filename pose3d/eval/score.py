@@ -155,6 +155,23 @@ def summarize(scores: Scores, groups: np.ndarray | None = None) -> dict[str, Any
     return result
 
 
+def symmetry_table(
+    pred_px: np.ndarray | None, pred_mm: np.ndarray | None = None, gt_mm: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Mean |left - right| bone length per limb (``metrics.bone_symmetry``).
+
+    pred_px (B, 16, 3) network-input px (2D with depth in the same scale); pred_mm (B', 16, 3) mm at
+    the true scale and gt_mm (B', 16, 3) its ground truth, or None. Returns {"limbs", and for each
+    given input "pred_px" / "pred_mm" / "gt_mm": {limb: mean}}.
+    """
+    out: dict[str, Any] = {"limbs": list(metrics.SYMMETRY_LIMBS)}
+    for name, joints in (("pred_px", pred_px), ("pred_mm", pred_mm), ("gt_mm", gt_mm)):
+        if joints is not None and len(joints):
+            means = {limb: float(v.mean()) for limb, v in metrics.bone_symmetry(joints).items()}
+            out[name] = {limb: (None if np.isnan(m) else m) for limb, m in means.items()}  # JSON: no NaN
+    return out
+
+
 # --- the mean-pose baseline ------------------------------------------------------------------------
 
 
@@ -191,12 +208,16 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Score a checkpoint on a shard set without Ray (``predict_in_memory``, then the scorer); with
     ``baseline_from`` (3D training shards), also the mean-pose baseline. Returns {"rows": N,
-    "model": summary, "groups": group -> summary (when the rows have groups), "baseline": summary}."""
+    "model": summary, "groups": group -> summary (when the rows have groups), "bone_symmetry":
+    ``symmetry_table`` (px for every row, mm for the 3D rows), "baseline": summary}."""
     model = load_model(checkpoint, map_location=device)
     cfg = model.config
     preds = predict_in_memory(model, data, max_rows=max_rows, device=device)
     rs = score_prediction_set(preds, cfg.input_size, cfg.output_size)
     result: dict[str, Any] = {"rows": len(preds["row_id"]), **summarize(rs.scores, preds["group"])}
+    has_3d = np.asarray(preds["has_3d"]).astype(bool)
+    gt = np.asarray(preds["joints_3d"], np.float64)[has_3d]
+    result["bone_symmetry"] = symmetry_table(rs.pred_px, rs.pred_known_mm[has_3d], gt)
     if baseline_from:
         result["baseline"] = baseline_scores(mean_pose(baseline_from), preds)
     return result

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
+import numpy as np
 import pytest
 
 from pose3d.train.config import load_config
@@ -196,6 +198,42 @@ def test_a_trial_runs_stages_2_and_3_from_the_stage1_checkpoint_under_the_experi
     assert cfg.train.stages[2].lr == pytest.approx(2.5e-4)  # not searched: the config's
 
 
+def test_each_seed_of_a_configuration_has_its_seed_and_its_own_stage1(tmp_path):
+    from tune.driver import build_tuner, expected_trials, stage1_config
+    from tune.trial import knobs, trial_config, trial_setup
+
+    space = _space({"lr": LR})
+    plan = _plan(tmp_path, space=space)
+    plan.seeds, plan.base["train"]["seed"] = 3, 7
+    plan.seed_checkpoints = {"1": "/ckpt/stage1-seed1", "2": "/ckpt/stage1-seed2"}
+    setup = trial_setup(plan)
+    # A search's seed index comes from Tune's Repeater, an ablation's from its grid.
+    configs = [trial_config({"lr": 5e-4, "__trial_index__": i}, setup, f"t{i}") for i in range(3)]
+    assert [c.train.seed for c in configs] == [7, 8, 9]
+    assert [c.train.init_from for c in configs] == [
+        "/ckpt/stage1",
+        "/ckpt/stage1-seed1",
+        "/ckpt/stage1-seed2",
+    ]
+    assert (
+        trial_config({"variant": "x", "seed_index": 2}, {**setup, "variants": {"x": {}}}, "v").train.seed == 9
+    )
+    assert knobs({"lr": 1.0, "__trial_index__": 1, "seed_index": 0}) == {"lr": 1.0}
+    # Each seed's stage 1 runs with that seed, in its own run folder.
+    assert [(stage1_config(plan, i).train.seed, stage1_config(plan, i).run.name) for i in (0, 2)] == [
+        (7, "stage1"), (9, "stage1-seed2")
+    ]  # fmt: skip
+    assert expected_trials(plan) == 4 * 3
+    tuner = build_tuner(plan, 2)
+    assert type(tuner._local_tuner._tune_config.search_alg).__name__ == "Repeater"
+    # --init: one stage 1 for every seed.
+    plan.init_given = True
+    assert (
+        trial_config({"lr": 5e-4, "__trial_index__": 2}, trial_setup(plan), "t").train.init_from
+        == "/ckpt/stage1"
+    )
+
+
 def test_ablation_variants_follow_decisions_1(tmp_path):
     from tune.trial import trial_config, trial_setup
 
@@ -311,6 +349,76 @@ def test_best_table_ranks_and_marks_trials_stopped_by_asha():
     assert lines[4] == "| 3 | ccc | pending | 0/8 | - | - | - | lr=3e-05 | - |"
 
 
+def test_best_ranks_configurations_by_their_mean_over_seeds():
+    from tune.best import TrialSummary, config_dict, format_config_table, group_by_config
+
+    def trial(tid, lr, seed, mpjpe, steps=8):
+        return TrialSummary(tid, "TERMINATED", {"lr": lr}, steps, 8, f"/r/{tid}", f"/r/{tid}/ck",
+                            {"val_mpjpe": mpjpe}, seed=seed)  # fmt: skip
+
+    # lr 1e-3 has the single best run (90) but the worse mean; lr 1e-4 is better on average.
+    trials = [
+        trial("a", 1e-3, 0, 90.0), trial("b", 1e-3, 1, 130.0), trial("c", 1e-3, 2, 131.0),
+        trial("d", 1e-4, 0, 100.0), trial("e", 1e-4, 1, 102.0), trial("f", 1e-4, 2, 104.0, steps=4),
+    ]  # fmt: skip
+    groups = group_by_config(sorted(trials, key=lambda t: t.score))
+    assert [g.params for g in groups] == [{"lr": 1e-4}, {"lr": 1e-3}]
+    first = groups[0]
+    assert first.val_mpjpe.mean == pytest.approx(102.0) and first.val_mpjpe.n == 3
+    assert first.best_trial.trial_id == "d" and [t.seed for t in first.trials] == [0, 1, 2]
+    lines = format_config_table(groups).splitlines()
+    assert lines[2].startswith(
+        "| 1 | lr=0.0001 | 3 (1) | 102.0 ± 5.0 | 2.0 | 0: 100.0, 1: 102.0, 2: 104.0 | trial d |"
+    )
+    d = config_dict(first, 1)
+    assert d["val_mpjpe"]["n"] == 3 and d["best_checkpoint"] == "/r/d/ck" and d["stopped_early"] == 1
+
+
+def test_the_ablation_over_seeds_gives_intervals_paired_differences_symmetry_and_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    offsets = {
+        "3D/wo geo": (20.0, 0.0),
+        "3D/w geo": (19.5, -3.0),
+        "3D+2D/wo geo": (1.0, 8.0),
+        "3D+2D/w geo": (0.0, 0.0),
+    }
+    runs = {}
+    for name, (mpjpe_gap, arm_gap) in offsets.items():
+        runs[name] = {}
+        for seed in range(4):
+            shared = 10.0 * seed  # what a seed does to every variant
+            runs[name][seed] = {
+                "lab_mpjpe": 60 + mpjpe_gap + shared + rng.normal(0, 0.3), "wild_pck2d": 0.9,
+                "wild_test_pck3d": 0.6, "wild_test_auc3d": 0.3, "wild_test_mpjpe": 120.0 + shared,
+                ablation.symmetry_key("wild_test", "mm", "lower_arm"): 50.0 + arm_gap + rng.normal(0, 0.3),
+            }  # fmt: skip
+    rows = ablation.aggregate(runs)
+    diffs = ablation.paired_differences(runs)
+    assert set(diffs) == {"3D/wo geo", "3D/w geo", "3D+2D/wo geo"}
+    lab = diffs["3D/wo geo"]["lab_mpjpe"]
+    assert lab.mean == pytest.approx(20.0, abs=0.6) and lab.excludes_zero()
+    assert rows["3D/wo geo"]["lab_mpjpe"].half_width > 10  # unpaired, the seeds' spread hides it
+    md = ablation.to_markdown(rows, ["n"], diffs)
+    assert "Mean ± the half-width of the 95 % t-interval over 4 seeds" in md
+    assert "### Paired differences against 3D+2D/w geo" in md
+    line = next(l for l in md.splitlines() if l.startswith("| 3D/wo geo | +20."))
+    assert line.split(" | ")[1].endswith(" *")
+    assert (
+        "#### wild test set, mm" in md
+        and "| the paper, 3D+2D wo → w geo | 42.40 → 37.80 | 60.40 → 50.70" in md
+    )
+    # 50 + 8 mm of lower-arm asymmetry, +8 mm against the reference and clearly so; no other limb.
+    assert re.search(
+        r"^\| 3D\+2D/wo geo \| - \| 5[78]\.\d ± 0\.\d \(\+[78]\.\d ± 0\.\d \*\) \| - \| - \|$", md, re.M
+    )
+    md_path, json_path = ablation.write_report(str(tmp_path), {"rows": rows, "differences": diffs}, ["n"])
+    png = (tmp_path / "ablation.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    data = json.loads(open(json_path).read())
+    assert data["rows"]["3D/wo geo"]["lab_mpjpe"]["n"] == 4
+    assert data["differences"]["3D/wo geo"]["lab_mpjpe"]["ci95_half_width"] > 0
+
+
 def _rows():
     def row(lab, pck2d, pck3d, auc, mpjpe):
         return {"lab_mpjpe": lab, "wild_pck2d": pck2d, "wild_test_pck3d": pck3d, "wild_test_auc3d": auc,
@@ -356,10 +464,14 @@ def test_ablation_winner_ignores_the_baseline_and_scores_rows_from_evaluations()
         "wild_2d": {"model": {"mpjpe": math.nan, "pck2d": 0.75}},
         "wild_test": {"model": {"mpjpe": 130.0, "pck3d": 0.6, "auc3d": 0.3}},
     }
-    assert ablation.scores_row(evals) == {
+    evals["wild_test"]["bone_symmetry"] = {"pred_mm": {"lower_arm": 50.0}, "pred_px": {"lower_arm": None}}
+    row = ablation.scores_row(evals)
+    assert {k: v for k, v in row.items() if not k.startswith("sym_")} == {
         "lab_mpjpe": 70.0, "wild_pck2d": 0.75, "wild_test_pck3d": 0.6, "wild_test_auc3d": 0.3,
         "wild_test_mpjpe": 130.0,
     }  # fmt: skip
+    assert row["sym_wild_test_mm_lower_arm"] == 50.0 and math.isnan(row["sym_wild_test_px_lower_arm"])
+    assert math.isnan(row["sym_wild_2d_px_upper_arm"])
     no_wild = ablation.scores_row({"lab_test": evals["lab_test"], "wild_2d": None, "wild_test": None})
     assert math.isnan(no_wild["wild_test_pck3d"]) and no_wild["lab_mpjpe"] == 70.0
 
@@ -384,6 +496,8 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
     assert "drop --search and --samples" in capsys.readouterr().err
     assert main(["tune", "--config", "demo"]) == 2
     assert "give --search SPACE" in capsys.readouterr().err
+    assert main(["tune", "--preset", "ablation", "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
     assert main(["tune", "--search", "demo", "data.val_3d=''"]) == 2
     assert "data.val_3d is empty" in capsys.readouterr().err
     assert main(["best", str(tmp_path / "nothing")]) == 2
@@ -441,8 +555,8 @@ def test_asha_rungs_are_rebuilt_from_reported_results_on_resume(tmp_path, caplog
     # The rung's cutoff is the median of 530 and 540 = 535 mm: 593 stops, 520 goes on.
     with caplog.at_level(logging.INFO, logger="pose3d.tune"):
         assert asha.on_trial_result(None, new, {"global_step": 2, "val_mpjpe": 593.0}) == TrialScheduler.STOP
-    assert "ASHA stops trial c: at step 2, val_mpjpe 593 is worse than the cutoff 535 of the rung at step 2, " \
-        "set by 2 trial(s)" in caplog.text  # fmt: skip
+    why = "val_mpjpe 593 is worse than the cutoff 535 of the rung at step 2, set by 2 trial(s)"
+    assert f"ASHA stops trial c: at step 2, {why}" in caplog.text
     assert asha.on_trial_result(None, good, {"global_step": 2, "val_mpjpe": 520.0}) == TrialScheduler.CONTINUE
     # With empty rungs (what plain ASHA has after a restore) the first trial at a rung always goes on.
     fresh = scheduler()
