@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from data_prep.synthetic.posegap import h36m_expmap_positions as _forward_kinematics
 from pose3d import skeleton
 from pose3d.skeleton import JOINT_INDEX as J
 from pose3d.skeleton import JOINT_NAMES
@@ -184,44 +185,8 @@ def test_apply_rejects_wrong_joint_count():
 
 # --- real data: forward kinematics of the Human3.6M exp-map mocap (docs/conventions.md, Joint mappings) ---
 
-_PARENTS = [
-    -1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14,
-    12, 16, 17, 18, 19, 20, 19, 22, 12, 24, 25, 26, 27, 28, 27, 30,
-]  # fmt: skip
-_OFFSETS = np.array([
-    [0, 0, 0], [-132.948591, 0, 0], [0, -442.894612, 0], [0, -454.206447, 0], [0, 0, 162.767078],
-    [0, 0, 74.999437], [132.948826, 0, 0], [0, -442.894413, 0], [0, -454.206590, 0], [0, 0, 162.767426],
-    [0, 0, 74.999948], [0, 0.1, 0], [0, 233.383263, 0], [0, 257.077681, 0], [0, 121.134938, 0],
-    [0, 115.002227, 0], [0, 257.077681, 0], [0, 151.034226, 0], [0, 278.882773, 0], [0, 251.733451, 0],
-    [0, 0, 0], [0, 0, 99.999627], [0, 100.000188, 0], [0, 0, 0], [0, 257.077681, 0], [0, 151.031437, 0],
-    [0, 278.892924, 0], [0, 251.728680, 0], [0, 0, 0], [0, 0, 99.999888], [0, 137.499922, 0], [0, 0, 0],
-])  # fmt: skip
-
-
-def _expmap_to_rotation(r: np.ndarray) -> np.ndarray:
-    """Rodrigues: (N, 3) axis-angle -> (N, 3, 3)."""
-    theta = np.linalg.norm(r, axis=-1)[:, None, None]
-    axis = r / np.maximum(theta[:, 0], 1e-12)
-    k = np.zeros((len(r), 3, 3))
-    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
-    k = k - np.swapaxes(k, 1, 2)
-    return np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
-
-
-def _forward_kinematics(frames: np.ndarray) -> np.ndarray:
-    """(N, 99) exp-map rows -> (N, 32, 3) mm, with row vectors (docs/conventions.md, Joint mappings):
-    R_i = E_i R_parent, p_i = o_i R_parent + p_parent."""
-    n = len(frames)
-    rot = [None] * 32
-    pos = np.zeros((n, 32, 3))
-    for i, parent in enumerate(_PARENTS):
-        e = _expmap_to_rotation(frames[:, 3 + 3 * i : 6 + 3 * i])
-        if parent < 0:
-            rot[i], pos[:, i] = e, frames[:, :3] + _OFFSETS[i]
-        else:
-            pos[:, i] = np.einsum("j,njk->nk", _OFFSETS[i], rot[parent]) + pos[:, parent]
-            rot[i] = e @ rot[parent]
-    return pos
+# The forward kinematics is data_prep.synthetic.posegap's (the pose-gap measurement reads the
+# fixture's exp-map with it); these tests check it against the spec's bone lengths.
 
 
 def test_expmap_forward_kinematics_gives_spec_bone_lengths(fixtures_dir):

@@ -70,20 +70,26 @@ def _rodrigues(r: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
 
 
-def h36m_expmap_joints(rows: np.ndarray) -> np.ndarray:
-    """(N, 99) Human3.6M exp-map rows -> (N, 16, 3) mm (y up), row-vector kinematics:
-    R_i = E_i R_parent, p_i = o_i R_parent + p_parent, then ``skeleton.H36M32``."""
+def h36m_expmap_positions(rows: np.ndarray) -> np.ndarray:
+    """(N, 99) Human3.6M exp-map rows -> (N, 32, 3) mm of its 32-joint mocap skeleton (y up),
+    row-vector kinematics: R_i = E_i R_parent, p_i = o_i R_parent + p_parent."""
     n = len(rows)
     rot: list[np.ndarray] = [np.eye(3)] * 32
     pos = np.zeros((n, 32, 3))
-    for i, parent in enumerate(_PARENTS):
+    for i, parent in enumerate(_PARENTS):  # per joint of the chain, every frame at once
         e = _rodrigues(rows[:, 3 + 3 * i : 6 + 3 * i])
         if parent < 0:
             rot[i], pos[:, i] = e, rows[:, :3] + _OFFSETS[i]
         else:
             pos[:, i] = np.einsum("j,njk->nk", _OFFSETS[i], rot[parent]) + pos[:, parent]
             rot[i] = e @ rot[parent]
-    return skeleton.H36M32.apply(pos)[0]
+    return pos
+
+
+def h36m_expmap_joints(rows: np.ndarray) -> np.ndarray:
+    """(N, 99) Human3.6M exp-map rows -> (N, 16, 3) mm (y up): ``h36m_expmap_positions`` mapped by
+    ``skeleton.H36M32``."""
+    return skeleton.H36M32.apply(h36m_expmap_positions(rows))[0]
 
 
 # --- distances -----------------------------------------------------------------------------------

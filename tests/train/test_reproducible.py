@@ -8,8 +8,6 @@ in its own seeded order, and a resume lands inside a pass. Augmentation is the d
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -21,17 +19,6 @@ pytestmark = pytest.mark.slow
 
 #: What every step logs and a resumed run must reproduce exactly.
 LOGGED = ("loss_total", "loss_heatmap", "loss_depth", "loss_geo")
-
-
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    import ray
-
-    os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
-    tmp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(tmp), configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

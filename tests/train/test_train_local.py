@@ -3,8 +3,6 @@ fault tolerance and resume. Shards come from tests/shard_factory (no raw-format 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -16,17 +14,6 @@ from pose3d.train.config import load_config
 from tests.shard_factory import write_shard_set
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    import ray
-
-    os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
-    tmp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(tmp), configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
