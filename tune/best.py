@@ -32,7 +32,7 @@ class TrialSummary:
     trial_id: str
     status: str  # Tune's: TERMINATED (completed or stopped by ASHA), RUNNING, PENDING, ERROR
     params: dict[str, Any]  # the sampled knobs (or the ablation variant), without the seed index
-    steps_done: int  # the last validated step: Tune's last result, or the run's last checkpoint if later
+    steps_done: int  # the last validated step Tune saw (all planned when the run's checkpoints reached them)
     steps_planned: int  # stages 2 + 3 of this trial's config
     run_path: str  # the trial's Train run
     best_checkpoint: str | None = None
@@ -56,30 +56,40 @@ class TrialSummary:
         return {"TERMINATED": "completed"}.get(self.status, self.status.lower())
 
 
-def best_checkpoint(run_path: str) -> tuple[str | None, dict[str, float], int]:
-    """The checkpoint of a Train run with the lowest validation MPJPE, its reported metrics, and
-    the global step of the run's last checkpoint (0 without one). A trial interrupted between
-    its Train run's last checkpoint and Tune seeing that result resumes with nothing left to
-    train, so Tune's last result would understate its steps."""
+def best_checkpoint(run_path: str) -> tuple[str | None, dict[str, float]]:
+    """The checkpoint of a Train run with the lowest validation MPJPE, and its reported metrics."""
     from ray.train import Result
 
     if not storage.exists(run_path):
-        return None, {}, 0
+        return None, {}
     quiet = logging.getLogger("ray.train")  # reading a run logs a resume notice meant for training
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
         result = Result.from_path(run_path)
     except RuntimeError:  # the run never reported a checkpoint
-        return None, {}, 0
+        return None, {}
     finally:
         quiet.setLevel(level)
-    last_step = max((int(m.get("global_step", 0)) for _, m in result.best_checkpoints), default=0)
     scored = [(m[METRIC], c, m) for c, m in result.best_checkpoints if math.isfinite(m.get(METRIC, math.nan))]
     if not scored:
-        return None, {}, last_step
+        return None, {}
     _, checkpoint, metrics = min(scored, key=lambda t: t[0])
-    return checkpoint.path, {k: float(metrics[k]) for k in SHOWN if k in metrics}, last_step
+    return checkpoint.path, {k: float(metrics[k]) for k in SHOWN if k in metrics}
+
+
+def _folder_steps(run_path: str) -> list[int]:
+    """The global step of every checkpoint folder of a run whose metrics file reads."""
+    from pose3d.train.checkpoint import METRICS_FILE, checkpoint_folders
+
+    steps = []
+    for name in checkpoint_folders(run_path):
+        try:
+            metrics = yaml.safe_load(storage.read_text(storage.join(run_path, name, METRICS_FILE)))
+            steps.append(int(metrics["global_step"]))
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            continue
+    return steps
 
 
 def collect(experiment: str) -> list[TrialSummary]:
@@ -101,14 +111,21 @@ def collect(experiment: str) -> list[TrialSummary]:
         cfg = trial_config(config, setup, trial.trial_id)
         run_path = storage.join(experiment, RUNS_DIR, cfg.run.name)  # where the experiment is now
         last = trial.last_result or {}
-        ckpt, metrics, last_checkpointed = best_checkpoint(run_path)
+        ckpt, metrics = best_checkpoint(run_path)
+        planned = schedule.total_steps(cfg)
+        steps_done = int(last.get("global_step", 0))
+        if str(trial.status) == "TERMINATED" and steps_done < planned and planned in _folder_steps(run_path):
+            # Interrupted after writing its last checkpoint but before Tune saw that result, the
+            # trial resumed from it (train.loop adopts a folder Ray never registered) with nothing
+            # left to train: it completed, though Tune's last result is older.
+            steps_done = planned
         out.append(
             TrialSummary(
                 trial_id=trial.trial_id,
                 status=str(trial.status),
                 params=knobs(config),
-                steps_done=max(int(last.get("global_step", 0)), last_checkpointed),
-                steps_planned=schedule.total_steps(cfg),
+                steps_done=steps_done,
+                steps_planned=planned,
                 run_path=run_path,
                 best_checkpoint=ckpt,
                 best_metrics=metrics,

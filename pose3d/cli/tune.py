@@ -282,7 +282,7 @@ def run_best(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         raise UserError(str(err)) from None
     groups = best.group_by_config(trials)
-    if any(len(g.trials) > 1 for g in groups):  # run with --seeds: rank configurations by their mean
+    if any(len({t.seed for t in g.trials}) > 1 for g in groups):  # --seeds: configurations by their mean
         ranked = groups[: args.top]
         top = [g.best_trial for g in ranked]
         if args.json:
