@@ -236,7 +236,13 @@ def predict_photos_ray(
     )
     ds = ds.map_batches(
         photos.write_outputs,
-        fn_kwargs={"out": out, "margin": margin, "flip_test": flip_test, "figures": figures},
+        fn_kwargs={
+            "out": out,
+            "margin": margin,
+            "flip_test": flip_test,
+            "figures": figures,
+            "input_size": input_size,
+        },
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=1,

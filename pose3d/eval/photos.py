@@ -316,21 +316,43 @@ FULL_FRAME_MAX_ASPECT = 1.25
 #: training crops' person spans about 1 / 1.2 of the box the network sees, ~0.75 of its view)...
 FULL_FRAME_MIN_SPAN = 0.4
 #: ...or the median of the 16 joints' heatmap peaks is below this (the targets peak at 1: the
-#: network finds no clear joints).
+#: network finds no clear joints)...
 FULL_FRAME_MIN_PEAK = 0.2
+#: ...or, on an image more than ``FULL_FRAME_MAX_DOWNSCALE`` times the network's input on its longer
+#: side, the skeleton runs edge to edge (spans more than ``FULL_FRAME_EDGE_SPAN`` of it). A trained
+#: network, which only ever saw a person filling its view, draws one from ceiling to floor on a
+#: whole frame, confidently: on the Human3.6M and MPI-INF-3DHP fixture frames (1000 and 2048 px)
+#: a demo model's skeletons spanned 0.93-1.03 with median peaks 0.35-0.52, so the checks above
+#: stayed silent. A crop keeps a margin around the person (the training crops' person spans ~0.75).
+FULL_FRAME_MAX_DOWNSCALE = 2.0
+FULL_FRAME_EDGE_SPAN = 0.9
 
 
-def full_frame_signs(width: int, height: int, joints_2d: np.ndarray, joint_scores: np.ndarray) -> list[str]:
+def full_frame_signs(
+    width: int,
+    height: int,
+    joints_2d: np.ndarray,
+    joint_scores: np.ndarray,
+    input_size: int | None = None,
+) -> list[str]:
     """Why an image that went whole to the network does not look like a person crop (empty: it does).
 
-    joints_2d (16, 2) the predicted joints, image px; joint_scores (16,) their heatmap peaks.
-    The rule: ``FULL_FRAME_MAX_ASPECT``, ``FULL_FRAME_MIN_SPAN``, ``FULL_FRAME_MIN_PEAK``."""
+    joints_2d (16, 2) the predicted joints, image px; joint_scores (16,) their heatmap peaks;
+    input_size the network's input side, px (None: the edge-to-edge check is skipped).
+    The rule: ``FULL_FRAME_MAX_ASPECT``, ``FULL_FRAME_MIN_SPAN``, ``FULL_FRAME_MIN_PEAK``,
+    ``FULL_FRAME_MAX_DOWNSCALE`` with ``FULL_FRAME_EDGE_SPAN``."""
     signs = []
     if width > FULL_FRAME_MAX_ASPECT * height:
         signs.append(f"{width}x{height} px is wider than a person crop")
     span = float(np.ptp(np.asarray(joints_2d, np.float64), axis=0).max()) / max(width, height)
     if span < FULL_FRAME_MIN_SPAN:
         signs.append(f"the predicted skeleton spans {100 * span:.0f} % of the image")
+    downscale = max(width, height) / input_size if input_size else 0.0
+    if downscale > FULL_FRAME_MAX_DOWNSCALE and span > FULL_FRAME_EDGE_SPAN:
+        signs.append(
+            f"the predicted skeleton runs edge to edge ({100 * span:.0f} %) of a {width}x{height} px "
+            f"image shrunk {downscale:.1f}x to the network's {input_size} px"
+        )
     peak = float(np.median(joint_scores))
     if peak < FULL_FRAME_MIN_PEAK:
         signs.append(f"median joint confidence {peak:.2f} < {FULL_FRAME_MIN_PEAK}")
@@ -499,11 +521,12 @@ def write_outputs(
     margin: float,
     flip_test: bool,
     figures: bool = True,
+    input_size: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Step 3: ``predict_people_batch``'s rows -> OUT/<name>.json and (``figures``) OUT/<name>.png
     (``out`` local or a URI). Returns one summary row per image: image, name, status ("ok" or
     "skipped"), reason (why skipped), people, signs (``full_frame_signs`` joined by "; ", for
-    whole images), outputs (the files written, joined by ", ")."""
+    whole images), outputs (the files written, joined by ", "). ``input_size``: the network's, px."""
     from pose3d.eval.report import people_figure_png
 
     rows: dict[str, list[Any]] = {k: [] for k in SUMMARY_COLUMNS}
@@ -527,7 +550,7 @@ def write_outputs(
         )
         width, height = int(batch["width"][i]), int(batch["height"][i])
         signs = (
-            full_frame_signs(width, height, people.joints_2d[0], people.joint_scores[0])
+            full_frame_signs(width, height, people.joints_2d[0], people.joint_scores[0], input_size)
             if bool(batch["whole"][i])
             else []
         )
@@ -604,4 +627,6 @@ def predict_photos(
         batch = predict_people_batch(
             model, batch, device, flip_test=flip_test, batch_size=batch_size, autocast=autocast
         )
-        yield write_outputs(batch, out, margin=margin, flip_test=flip_test, figures=figures)
+        yield write_outputs(
+            batch, out, margin=margin, flip_test=flip_test, figures=figures, input_size=cfg.input_size
+        )
