@@ -204,8 +204,13 @@ def parse_annotation(path: str | Path) -> CocoPeople:
     """Parse a COCO keypoints file (module docstring). Raises CocoFormatError for another format and
     OSError / json.JSONDecodeError when it cannot be read; a bad single annotation becomes a problem
     of that person instead."""
-    with open(path) as f:
-        data = json.load(f)
+    if common.sniff_format(path) != "json":
+        raise _refuse(path, common.describe_start(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _refuse(path, f"not valid JSON: {err}") from None
     if isinstance(data, list):
         hint = (
             "a list: a detection-results file (image_id, bbox, score) or an MPII JSON"

@@ -20,6 +20,7 @@ import functools
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -286,9 +287,21 @@ def find_annotation(dataset: str, raw_root: str | Path, given: str | None, candi
 
 @cached_by_file(maxsize=2)
 def load_npz(path: str) -> dict[str, np.ndarray]:
-    """Every array of an npz (no pickles), parsed once per process and file version."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """Every array of an npz (no pickles), parsed once per process and file version. A file of
+    another format, or one holding pickled objects, is a ValueError naming it (not numpy's text)."""
+    found = sniff_format(path)
+    if found != "npz":
+        raise ValueError(
+            f"{path} is not an npz (numpy's zip of arrays): {describe_start(path)}"
+            + (f", a {found} file" if found not in ("unknown", "empty") else "")
+        )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as err:  # object arrays: loading them would run pickle
+        raise ValueError(f"{path}: an npz of pickled object arrays, never loaded here ({err})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable npz ({type(err).__name__}: {err})") from None
 
 
 #: The 8-byte signature that starts an HDF5 file's superblock (also MATLAB v7.3 .mat files).

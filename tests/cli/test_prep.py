@@ -109,7 +109,18 @@ def test_bad_inputs_fail_in_seconds_before_ray(tmp_path):
     assert res.returncode == 2
     missing = tmp_path / "raw" / "annotations" / "x.npz"
     assert res.stderr.strip() == f"pose3d prep: error: -O npz=annotations/x.npz: no such file {missing}"
-    assert time.monotonic() - start < 30  # Ray's start-up alone is ~20 s on 2 cores
+    # A file of another format where an npz or a COCO JSON belongs: named, with what it holds.
+    for reader, option, expected in (
+        ("3dhp", "npz", "is not an npz (numpy's zip of arrays): it starts with b'image,x,y"),
+        ("coco", "annotation", "is not a COCO keypoints annotation (it starts with b'image,x,y"),
+    ):
+        res = _pose3d(
+            "prep", reader, "--raw", str(tmp_path / "raw"), "--out", str(out), "-O", f"{option}=labels.csv"
+        )
+        assert res.returncode == 2, res.stderr
+        assert str(tmp_path / "raw" / "labels.csv") in res.stderr and expected in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    assert time.monotonic() - start < 60  # Ray's start-up alone is ~20 s on 2 cores
     assert "Ray" not in res.stderr and not out.exists()
 
 
