@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,11 +96,14 @@ def read_text(path: str) -> str:
 
 def write_bytes(path: str, data: bytes) -> None:
     """Write a file whole. Locally through a temporary file and a rename in the same folder, so a
-    reader (or a crash) never leaves half a file; object stores publish a put whole already."""
+    reader (or a crash) never leaves half a file; object stores publish a put whole already. A new
+    local file gets the permissions the umask gives any new file (mkstemp's would be 0600, which
+    hides reports and predictions from the user's group)."""
     fs, p = resolve(path)
     if fs is _LOCAL:
         os.makedirs(os.path.dirname(p), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(p)}.", suffix=".tmp", dir=os.path.dirname(p))
+        tmp = os.path.join(os.path.dirname(p), f".{os.path.basename(p)}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

@@ -34,6 +34,18 @@ def test_write_text_is_whole_or_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]
 
 
+def test_a_written_file_has_the_umasks_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        storage.write_text(str(tmp_path / "shared.json"), "{}")
+        os.umask(0o077)
+        storage.write_text(str(tmp_path / "private.json"), "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+
+
 def test_local_copy_and_copy_dir(tmp_path):
     src = tmp_path / "src"
     storage.write_text(str(src / "a" / "b.txt"), "x")
