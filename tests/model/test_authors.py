@@ -388,3 +388,28 @@ def test_import_weights_command_writes_a_checkpoint_pose3d_loads(tmp_path, monke
     assert "nope.pth: no such file" in capsys.readouterr().err
     assert main(["import-weights", str(path), "--out", str(out)]) == 2  # refuses to overwrite
     assert "already holds" in capsys.readouterr().err
+
+
+def test_real_person_crops_give_the_authors_outputs(tmp_path, monkeypatch, fixtures_dir):
+    """The same check on real photos: the COCO fixture's annotated people, cropped by pose3d, fed
+    their way (BGR / 256) to their network and pose3d's way (RGB / 255) to the import."""
+    import cv2
+
+    from pose3d.eval import photos
+    from pose3d.eval.predict import crop_people
+
+    net = _their_network()
+    model, _ = authors.import_authors_weights(_save_their_model(net, tmp_path / "h.pth", monkeypatch))
+    coco = fixtures_dir / "coco"
+    boxes = photos.load_person_boxes(str(coco / "test_coco.json"))
+    crops = []
+    for image in sorted(coco.glob("*.jpg")):
+        people, _, _ = boxes.lookup(image)
+        crops.append(crop_people(cv2.imread(str(image)), people, 1.1, 256)[0])
+    rgb = np.concatenate(crops)  # (N, 3, 256, 256) uint8, RGB
+    assert len(rgb) >= 10
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(rgb[:, ::-1].copy()).float() / 256.0)
+        ours = model(torch.from_numpy(rgb).float() / 255.0)
+    np.testing.assert_allclose(ours.heatmaps[-1].numpy(), theirs[-2].numpy(), atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(ours.depth.numpy(), theirs[-1].numpy(), atol=2e-5, rtol=1e-4)

@@ -125,3 +125,27 @@ def test_unknown_format_and_missing_packages_say_what_to_do(model, monkeypatch):
     with pytest.raises(export.ExportDependencyError):
         export.export_bytes(model, "onnx")
     export.require_dependencies("torchscript")  # torch only
+
+
+@pytest.mark.parametrize("fmt", export.FORMATS)
+def test_exported_file_matches_the_network_on_real_person_crops(model, exported, fmt, fixtures_dir):
+    """Parity on real photos, not only on random inputs: the COCO fixture's annotated people."""
+    import cv2
+
+    from pose3d.eval import photos
+    from pose3d.eval.predict import crop_people
+
+    coco = fixtures_dir / "coco"
+    boxes = photos.load_person_boxes(str(coco / "test_coco.json"))
+    size = model.config.input_size
+    crops = []
+    for image in sorted(coco.glob("*.jpg")):
+        people, _, _ = boxes.lookup(image)
+        crops.append(crop_people(cv2.imread(str(image)), people, 1.1, size)[0])
+    x = np.concatenate(crops).astype(np.float32) / np.float32(255)
+    assert len(x) >= 10
+    heatmaps, depth = export.load_exported(_file(exported, fmt), fmt)(x)
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    assert np.abs(heatmaps - out.heatmaps[-1].numpy()).max() <= 1e-4
+    assert np.abs(depth - out.depth.numpy()).max() <= 1e-4
