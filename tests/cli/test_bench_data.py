@@ -44,3 +44,6 @@ def test_bench_data_json_has_both_sides_and_the_bytes_the_heatmaps_cost(tmp_path
         assert side["rows_per_s_per_core"] > 0
         assert side["cores_per_gpu"] == pytest.approx(1000 / side["rows_per_s_per_core"])
     assert before["rows_per_s_per_core"] <= after["rows_per_s_per_core"]  # the same work plus the maps
+    # The headline keys at the top, for the path training takes (heatmaps on the device).
+    for key in ("rows_per_s_per_core", "bytes_per_row", "cores_per_gpu"):
+        assert report[key] == [after[key]]

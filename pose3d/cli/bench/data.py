@@ -55,6 +55,7 @@ def default_gpu_img_s() -> float:
 
 SIDES = ("before", "after")
 WHERE_HEATMAPS = {"before": "cpu", "after": "device"}
+HEADLINE_KEYS = ("rows_per_s_per_core", "bytes_per_row", "cores_per_gpu")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,7 +83,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ray", action="store_true", help="also measure both ways through Ray Data (one actor)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help=(
+            "print one JSON object instead of the table: rows_per_s_per_core, bytes_per_row, "
+            "cores_per_gpu (the current path, one per config) beside input_size, both sides in results"
+        ),
+    )
 
 
 # --- one process, one core ---------------------------------------------------------------------------
@@ -256,7 +264,8 @@ def measure_ray(
 ) -> dict[str, dict[str, float]]:
     """Each side as the trainer reads it: read_shards -> map_batches(preprocessor, one actor of one
     CPU) -> iter_batches; rows/s wall and rows per CPU second of every Ray process, after the first
-    batch (pipeline start-up) arrives."""
+    batch (pipeline start-up) arrives, and that start-up itself: seconds from asking for the first
+    batch to holding it (planning, one read task and footer read per file, the actor's start)."""
     import ray.data
 
     from pose3d.data.augment import INPUT_COLUMNS, BatchPreprocessor
@@ -276,16 +285,23 @@ def measure_ray(
             compute=ray.data.ActorPoolStrategy(size=1),
         )
         done, t0, c0 = -1, 0.0, 0.0
+        asked = time.perf_counter()
         for b in ds.iter_batches(batch_size=batch, batch_format="numpy", prefetch_batches=2):
             if done < 0:
                 done, t0, c0 = 0, time.perf_counter(), _ray_cpu_seconds()
+                first_batch_s = t0 - asked
                 continue
             done += len(b["image"])
             if done >= rows:
                 break
         wall, cpu = time.perf_counter() - t0, _ray_cpu_seconds() - c0
         # Per core: rows over the CPU seconds of every Ray process (reads, actor, executor, driver).
-        out[side] = {"rows": done, "rows_per_s_wall": done / wall, "rows_per_s_per_core": done / cpu}
+        out[side] = {
+            "rows": done,
+            "rows_per_s_wall": done / wall,
+            "rows_per_s_per_core": done / cpu,
+            "first_batch_s": first_batch_s,
+        }
     return out
 
 
@@ -369,6 +385,9 @@ def run(args: argparse.Namespace) -> int:
         "shard_files": len(files),
         "batch": args.batch,
         "input_size": [r["input_size"] for r in results],
+        # The headline figures, one per config in input_size's order, for the path training takes now
+        # (heatmaps drawn on the device); "results" holds both sides and the Ray Data figures.
+        **{key: [r["after"][key] for r in results] for key in HEADLINE_KEYS},
         "results": results,
     }
     if args.json:
@@ -409,5 +428,6 @@ def _print_table(report: dict[str, Any]) -> None:
                 f"  through Ray Data (1 actor), heatmaps on {r[side]['heatmaps']}: "
                 f"{d['rows_per_s_wall']:.1f} rows/s wall, {d['rows_per_s_per_core']:.1f} rows/s per core "
                 "(CPU of every Ray process), "
-                f"{d['cores_per_gpu']:.1f} cores/GPU ({d['rows']} rows)"
+                f"{d['cores_per_gpu']:.1f} cores/GPU ({d['rows']} rows; first batch after "
+                f"{d['first_batch_s']:.2f} s)"
             )
