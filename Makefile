@@ -32,8 +32,9 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -ra --durations=15
 
-# Elastic training on a local two-node cluster that loses and regains a node (~8 min on 2 cores;
-# kept out of make test until its steps are faster: docs/design.md, Elastic training).
+# Elastic training on a local two-node cluster that loses and regains a node; kept out of make test
+# for its length (the last passing run took 559 s on 2 cores). It writes the run's timeline to
+# timeline.txt in its tmp dir and to $POSE3D_ELASTIC_TIMELINE when set (docs/design.md, Elastic training).
 test-elastic: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -s -m elastic tests/infra/test_elastic.py
 

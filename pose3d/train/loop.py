@@ -471,6 +471,7 @@ class _Stage:
     rows: tuple[int, int]  # (3D rows, 2D rows) per batch on this worker
     with_depth: bool
     window_3d: tuple[int, int] = field(init=False)  # (fewest, most) 3D rows a batch since the last report
+    drawn: tuple[int, int] = (0, 0)  # (rows, 3D rows) of the latest batch, counted
 
     def __post_init__(self) -> None:
         self.window_3d = (sum(self.rows), 0)
@@ -492,6 +493,7 @@ class _Stage:
                     run.sources[side].count(rows)
         rows_3d = int(np.count_nonzero(np_batch["has_3d"]))  # measured, not assumed: stage checks
         self.window_3d = (min(self.window_3d[0], rows_3d), max(self.window_3d[1], rows_3d))
+        self.drawn = (len(np_batch["has_3d"]), rows_3d)
         return to_tensors(np_batch, run.device, run.channels_last)
 
     def take_window_3d(self) -> tuple[int, int]:
@@ -582,6 +584,7 @@ def _report_and_checkpoint(
     if not due.report:
         return
     window_3d = stage.take_window_3d()
+    global_rows, global_3d = _global_rows(run, stage.drawn)
     metrics: dict[str, Any] = {f"loss_{k}": v for k, v in terms.items()}
     metrics.update(
         stage=stage.number,
@@ -594,8 +597,8 @@ def _report_and_checkpoint(
         data_wait_fraction=run.progress.take_wait_fraction(),
         batch_rows=sum(stage.rows),
         world_size=run.world,
-        global_batch_rows=sum(stage.rows) * run.world,
-        global_3d_rows=stage.rows[0] * run.world,
+        global_batch_rows=global_rows,
+        global_3d_rows=global_3d,
         batch_3d_rows_min=window_3d[0],
         batch_3d_rows_max=window_3d[1],
         rows_skipped=run.skipped_rows(),
@@ -612,6 +615,18 @@ def _report_and_checkpoint(
         _report_with_checkpoint(run, model, stage, metrics)
     else:
         _report(run, metrics)
+
+
+def _global_rows(run: _Run, drawn: tuple[int, int]) -> tuple[int, int]:
+    """The reported step's batch rows and 3D rows as the workers drew them, summed over the workers
+    (one small all-reduce with several): counted, not the configured rows times the world size, so
+    a resize that broke the global batch or its mix would show in the reports."""
+    if run.world == 1:
+        return drawn
+    summed = torch.tensor(drawn, dtype=torch.int64, device=run.device)
+    torch.distributed.all_reduce(summed)
+    rows, rows_3d = summed.tolist()
+    return rows, rows_3d
 
 
 def _source_metrics(run: _Run) -> dict[str, float]:

@@ -55,6 +55,15 @@ def test_train_bad_input_is_one_clear_line(tmp_path):
     assert out.returncode == 2 and "data.ratio_2d" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_train_workers_takes_a_count_or_min_max():
+    out = run("train", "--workers", "2:x", "--print-config")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    error = out.stderr.strip().splitlines()[-1]  # the usage above it names MIN:MAX too
+    assert (
+        error == "pose3d train: error: argument --workers: expected a count (4) or MIN:MAX (2:8), got '2:x'"
+    )
+
+
 def test_train_refuses_a_missing_shard_set_before_starting_ray(tmp_path):
     # The demo config's data.val_3d is the demo's own output: on a fresh clone it does not exist.
     lab = write_shard_set(tmp_path / "lab", 4, has_3d=True, seed=0)

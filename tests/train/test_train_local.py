@@ -61,6 +61,7 @@ def test_three_stages_with_their_checks(ray_local, shards, tmp_path):
         state = ckpt.load_training_state(checkpoint.path)
         stage_ckpts[state["stage"]] = (checkpoint.path, state, metrics)
     assert sorted(stage_ckpts) == [1, 2, 3]
+    assert all(state["world_size"] == 1 for _, state, _ in stage_ckpts.values())  # the count that wrote it
     assert stage_ckpts[3][1]["global_step"] == 9 and stage_ckpts[3][1]["config"]["run"]["name"] == "stages"
     model = load_model(stage_ckpts[3][0])
     assert isinstance(model, PoseNet) and not model.training
@@ -84,6 +85,8 @@ def test_three_stages_with_their_checks(ray_local, shards, tmp_path):
     assert sorted(lo) == list(range(1, 10))
     assert all(lo[k] == hi[k] == 0 for k in (1, 2, 3))
     assert all(lo[k] == hi[k] == 4 for k in range(4, 10))
+    # The global rows are counted from the batches drawn (here one worker's).
+    assert s["global_3d_rows"] == lo and set(s["global_batch_rows"].values()) == {8}
     # Stage 3: the geometric term is on, non-zero, and only the 2D-only rows' part is applied.
     for k in (7, 8, 9):
         assert s["loss_geo_2d"][k] > 0
@@ -103,6 +106,16 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(ray_local, shards, t
     assert result.error is None
     assert result.metrics["global_step"] == 9
     assert result.metrics["start_step"] == 3  # the restarted group began at the last checkpoint
+    assert ckpt.load_training_state(result.checkpoint.path)["world_size"] == 2
+    # Every step's global batch, counted from both ranks' batches: 8 rows, 0 3D in stage 1 (2D only),
+    # 4 after; rank 0 drew half of the 3D rows.
+    s = _scalars(tmp_path / "fault")
+    assert set(s["world_size"].values()) == {2} and set(s["global_batch_rows"].values()) == {8}
+    assert s["global_3d_rows"] == {k: 0 if k <= 3 else 4 for k in range(1, 10)}
+    assert all(
+        s["batch_3d_rows_min"][k] == s["batch_3d_rows_max"][k] == v / 2
+        for k, v in s["global_3d_rows"].items()
+    )
 
 
 def test_a_corrupt_row_is_skipped_counted_and_named_unless_too_many(ray_local, shards, tmp_path):
