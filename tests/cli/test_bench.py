@@ -1,6 +1,7 @@
 """``pose3d bench model`` and ``pose3d bench gpu-check``: the pure helpers (peak table, MFU, FLOP
 count, report windows), the JSON object, and the check's skip on a machine without a GPU."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pose3d.cli.bench.gpu_check import window_figures
+from pose3d.cli.bench import gpu_check
+from pose3d.cli.bench.gpu_check import fill_defaults, window_figures
 from pose3d.cli.bench.model import format_mfu, mfu, model_gflop, peak_tflops
 from pose3d.cli.main import main
 from pose3d.model import ModelConfig
@@ -77,6 +79,19 @@ def test_gpu_check_without_a_gpu_says_skipped_and_exits_0():
     out = subprocess.run([POSE3D, "bench", "gpu-check"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "skipped: no GPU"
+
+
+def test_gpu_check_sizes_default_to_the_paper_on_a_gpu_and_the_demo_on_cpu():
+    """--on-cpu alone must be a few minutes' check: with the paper's defaults (batch 64 at 256 px,
+    compiled) it ran out of a 24 GiB machine's memory. What the user passes is kept."""
+    parser = argparse.ArgumentParser()
+    gpu_check.add_arguments(parser)
+    gpu = fill_defaults(parser.parse_args([]), on_gpu=True)
+    assert (gpu.config, gpu.batch, gpu.warmup, gpu.steps, gpu.size) == ("paper", 64, 40, 160, "small")
+    cpu = fill_defaults(parser.parse_args(["--on-cpu"]), on_gpu=False)
+    assert (cpu.config, cpu.batch, cpu.warmup, cpu.steps, cpu.size) == ("demo", 16, 5, 15, "tiny")
+    mine = fill_defaults(parser.parse_args(["--on-cpu", "--config", "paper", "--batch", "2"]), on_gpu=False)
+    assert (mine.config, mine.batch, mine.steps) == ("paper", 2, 15)
 
 
 def test_bench_train_runs_every_side_on_one_cpu_worker_whatever_the_config():
