@@ -299,6 +299,8 @@ class LocalCluster:
                 preexec_fn=(lambda: _try_nice(niceness)) if niceness else None,
             )
         self._popens.append(proc)
+        if niceness:
+            warn_if_not_reniced(name, proc.pid, niceness)
         stat = proc_stat(proc.pid)
         return NodeRecord(
             name=name,
@@ -575,6 +577,29 @@ def _forget_address(gcs_address: str) -> None:
                 path.unlink()
         except OSError:
             pass
+
+
+def warn_if_not_reniced(name: str, pid: int, increment: int) -> bool:
+    """Warn, and return False, when process ``pid`` did not get this process's niceness +
+    ``increment`` (raising priority needs root or CAP_SYS_NICE; ``_try_nice`` then leaves it as is,
+    and a node restarted on busy cores may miss Ray's 15 s agent start: docs/design.md, Elastic
+    training). A process already gone is not warned about."""
+    try:
+        got = os.getpriority(os.PRIO_PROCESS, pid)
+    except OSError:
+        return True
+    wanted = max(-20, os.getpriority(os.PRIO_PROCESS, 0) + increment)  # nice stops at -20
+    if got > wanted:
+        log.warning(
+            "%s: could not raise its CPU priority (nice %+d needs root or CAP_SYS_NICE; it runs at "
+            "nice %d): on busy cores its raylet may give up on its dashboard agent, and the restart "
+            "is then retried",
+            name,
+            increment,
+            got,
+        )
+        return False
+    return True
 
 
 def _try_nice(increment: int) -> None:

@@ -30,7 +30,7 @@ from pose3d.cli.submit import (
     parse_env,
     resolve_address,
 )
-from pose3d.infra.local_cluster import free_ports, is_running, session_processes
+from pose3d.infra.local_cluster import free_ports, is_running, session_processes, warn_if_not_reniced
 from tests.cluster_fixture import REPO_ROOT, local_cluster, run_submit  # noqa: F401  (fixture)
 from tests.polling import wait_for
 
@@ -274,6 +274,24 @@ def test_a_failing_job_exits_1(local_cluster):  # noqa: F811
 
 @pytest.mark.cluster
 @pytest.mark.slow
+def test_a_killed_worker_node_leaves_the_cluster_and_its_restart_joins_again(local_cluster):  # noqa: F811
+    # What `make test-elastic` does to its cluster mid-run (kept out of make test for its ~8 min),
+    # here on the idle module cluster, so CI covers the kill and the restart.
+    old = local_cluster.state.nodes[1]
+    ours = local_cluster.pids()
+    killed = local_cluster.kill_node(old.name)
+    assert old.pid in killed and killed <= ours  # by the PIDs this cluster started
+    assert not [p for p in killed if is_running(p)]
+    assert wait_for(lambda: local_cluster.alive_nodes() == 1, timeout_s=120, every_s=1.0)
+    local_cluster.restart_node(old.name)
+    new = local_cluster.state.nodes[1]
+    assert new.name == old.name and new.pid != old.pid and is_running(new.pid)
+    assert new.temp_dir != old.temp_dir  # a fresh temp dir, not the killed node's sockets
+    assert local_cluster.alive_nodes() == 2
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_script_status_then_stop_kills_every_process(local_cluster):  # noqa: F811
     # Runs last in this module: stops the shared cluster through the script, from another process.
     directory = str(local_cluster.directory)
@@ -302,6 +320,20 @@ def test_script_status_then_stop_kills_every_process(local_cluster):  # noqa: F8
         [*script, "status", "--dir", directory], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert after.returncode == 1 and "no local cluster state" in after.stderr
+
+
+def test_a_node_that_could_not_be_reniced_is_warned_about(caplog):
+    child = subprocess.Popen(["sleep", "30"])  # started at this process's own niceness
+    try:
+        with caplog.at_level("WARNING", logger="pose3d.infra"):
+            assert warn_if_not_reniced("node2", child.pid, -5) is (os.getpriority(os.PRIO_PROCESS, 0) == -20)
+            assert warn_if_not_reniced("node2", child.pid, 0) is True
+    finally:
+        child.kill()
+        child.wait()
+    if os.getpriority(os.PRIO_PROCESS, 0) > -20:
+        assert "node2: could not raise its CPU priority (nice -5" in caplog.text
+    assert warn_if_not_reniced("node2", child.pid, -5) is True  # gone: nothing to say
 
 
 def test_a_raylet_that_died_at_start_is_told_from_one_still_starting(tmp_path):
