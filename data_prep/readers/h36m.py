@@ -76,6 +76,7 @@ extrinsics are read and converted (``H36MCamera``) for other users.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ import numpy as np
 from data_prep.readers import common
 from data_prep.records import Camera, PersonSample, Quarantined, SourceTask
 from pose3d import geometry, skeleton
+
+log = logging.getLogger(__name__)
 
 DATASET = "h36m"
 SPLIT_SUBJECTS = {"train": ("S1", "S5", "S6", "S7", "S8"), "test": ("S9", "S11")}
@@ -260,6 +263,15 @@ def list_tasks(
         tasks = _video_tasks(root, split, wanted, every, camera_table)
     else:
         tasks = _npz_tasks(root, split, wanted, camera_table, npz, images)
+    if not tasks:
+        present = sorted(d.name for d in root.glob("S*") if d.is_dir())
+        log.warning(
+            "h36m: no %s data of subject(s) %s under %s%s; -O subjects=S1,S5 (for example) picks others",
+            split,
+            ", ".join(wanted),
+            root,
+            f" (its subject folders: {', '.join(present)})" if present else "",
+        )
     return sorted(tasks, key=lambda t: t.task_id)
 
 

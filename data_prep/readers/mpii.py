@@ -615,7 +615,9 @@ def read_task(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
             continue
         if person.image is None:
             reason = (
-                f"{common.NO_IMAGE_NAME}: the annotation gives none and no release/image_names resolves it"
+                f"{common.NO_IMAGE_NAME}: the annotation gives none; give the full release's annotation "
+                f"(-O release=FILE, looked for as {RELEASE_FILES[0]} in the raw folder) or a list "
+                "of names, one line per annotation entry (-O image_names=FILE)"
             )
             yield Quarantined(source, person.key, reason)
             continue

@@ -41,7 +41,7 @@ def _direct(mapping: skeleton.JointMapping) -> tuple[np.ndarray, np.ndarray]:
 # --- Human3.6M: mmpose npz layout (fixture) ---------------------------------------------------
 
 
-def test_h36m_npz_fixture(fixtures_dir: Path):
+def test_h36m_npz_fixture(fixtures_dir: Path, caplog):
     root = fixtures_dir / "h36m"
     data = np.load(root / "test_h36m_body3d.npz")
     cameras = json.loads((root / "cameras.json").read_text())
@@ -81,7 +81,9 @@ def test_h36m_npz_fixture(fixtures_dir: Path):
         ("WalkDog", "1"),
     ]
     assert samples[0].source_path == "S1/S1_Directions_1.54138969/S1_Directions_1.54138969_000001.jpg"
-    assert h36m.list_tasks(str(root), "test") == []  # S9 and S11 are not in the fixture
+    with caplog.at_level("WARNING", logger="data_prep.readers.h36m"):
+        assert h36m.list_tasks(str(root), "test") == []  # S9 and S11 are not in the fixture
+    assert "no test data of subject(s) S9, S11" in caplog.text and "-O subjects=" in caplog.text
     assert [t.task_id for t in h36m.list_tasks(str(root), "train", subjects="S7")] == ["S7_Greeting.55011271"]
 
 
@@ -285,6 +287,7 @@ def test_mpii_official_mat_fixture(fixtures_dir: Path, tmp_path: Path):
     samples, quarantined = _split(_read_all(mpii, tasks))
     assert len(samples) == 5 and len(quarantined) == 2953
     assert all(q.reason.startswith(common.NO_IMAGE_NAME + ": ") for q in quarantined)
+    assert "-O release=FILE" in quarantined[0].reason and "-O image_names=FILE" in quarantined[0].reason
     assert [s.source_path for s in samples] == names[:5]
     assert samples[0].box_size == pytest.approx(4.718487893382794 * 200)
     np.testing.assert_array_equal(samples[0].center, [965.0, 339.0])
