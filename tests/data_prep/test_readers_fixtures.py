@@ -463,6 +463,16 @@ def test_3dhp_frames_joints_orientations():
         mpi3dhp.frames_joints(np.zeros((4, 1, 16, 2)), 2)
 
 
+def test_3dhp_17_of_28_agrees_with_the_28_joint_mapping():
+    """Two tables over the official 28 joints: the reader's test-set 17 (``JOINTS_17_OF_28``) and
+    the skeleton's 28 -> 16 mapping. Going 28 -> 17 -> 16 must pick the same joints as 28 -> 16."""
+    poses28 = np.random.default_rng(0).normal(size=(3, 28, 3))
+    via17, vis17 = skeleton.MPI3DHP17.apply(poses28[:, mpi3dhp.JOINTS_17_OF_28])
+    direct, vis28 = skeleton.MPI3DHP28.apply(poses28)
+    np.testing.assert_array_equal(via17, direct)
+    np.testing.assert_array_equal(vis17, vis28)
+
+
 CALIB = """tc camera calibration v0.3
 camera\t0\tcam_test
 \tframe\t0
