@@ -454,3 +454,68 @@ def _finite(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return _finite(value.item())
     return value
+
+
+# --- one report over several ablation experiments ------------------------------------------------
+
+#: Config keys that may differ between experiments pooled into one report: the seeds (the point of
+#: pooling) and where each experiment's runs live.
+POOLABLE_KEYS = ("train.seed", "run.name", "run.storage_path")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def pooling_conflicts(plans: Sequence[Any]) -> list[str]:
+    """Why ablation ``plans`` (``tune.plan.Plan``) cannot be pooled into one report, one line each
+    (empty when they can): each must be an ablation with the same variants, evaluation sets, rows and
+    training config apart from ``POOLABLE_KEYS``, and no seed may be in two of them."""
+    problems: list[str] = []
+    first = plans[0]
+    base = {k: v for k, v in _flat(first.base).items() if k not in POOLABLE_KEYS}
+    seen: dict[int, str] = {}
+    for p in plans:
+        if p.kind != "ablation":
+            problems.append(f"{p.experiment}: a search, not an ablation (pose3d best ranks a search)")
+            continue
+        if p is not first:
+            if sorted(p.variants or {}) != sorted(first.variants or {}):
+                problems.append(f"{p.experiment}: other variants than {first.experiment}")
+            if p.eval_sets != first.eval_sets or p.eval_rows != first.eval_rows:
+                problems.append(f"{p.experiment}: other evaluation sets or rows than {first.experiment}")
+            other = {k: v for k, v in _flat(p.base).items() if k not in POOLABLE_KEYS}
+            for key in sorted(set(base) | set(other)):
+                if base.get(key) != other.get(key):
+                    mine, theirs = other.get(key), base.get(key)
+                    problems.append(f"{p.experiment}: {key} is {mine!r}, {first.experiment} has {theirs!r}")
+        for seed in (p.seed_of(i) for i in range(p.seeds)):
+            if seed in seen:
+                problems.append(f"seed {seed} is in both {seen[seed]} and {p.experiment}")
+            seen.setdefault(seed, p.experiment)
+    return problems
+
+
+def pooled_checkpoints(
+    parts: Sequence[tuple[Any, Sequence[Any]]],
+) -> tuple[dict[str, dict[int, str]], list[str]]:
+    """(variant -> seed -> its run's best checkpoint, notes on the runs that have none) over
+    ``parts``: (plan, its trials' ``tune.best.TrialSummary``) per experiment."""
+    checkpoints: dict[str, dict[int, str]] = {}
+    notes: list[str] = []
+    for plan, trials in parts:
+        for t in trials:
+            variant = t.params.get("variant")
+            if variant and t.best_checkpoint:
+                checkpoints.setdefault(variant, {})[t.seed] = t.best_checkpoint
+        for v in plan.variants or {}:
+            for s in (plan.seed_of(i) for i in range(plan.seeds)):
+                if s not in checkpoints.get(v, {}):
+                    notes.append(f"{v}, seed {s}: no checkpoint (the trial failed)")
+    return checkpoints, notes

@@ -96,6 +96,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(handler=run_best)
 
+    r = subparsers.add_parser(
+        "ablation-report",
+        help="one ablation report over several ablation experiments (more seeds added later)",
+        description="Score the runs of one or more `pose3d tune --preset ablation` experiments and write "
+        "one report over all their seeds (ablation.md, ablation.json, ablation.png): for example seeds "
+        "0-2 from one experiment and 3-4 from a second started with --seeds 2 train.seed=3. The "
+        "experiments must share variants, evaluation sets and training config apart from train.seed, "
+        "and no seed may be in two of them.",
+        epilog="example: pose3d ablation-report runs/ablation runs/ablation-more --out runs/ablation-5seeds",
+    )
+    r.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help="ablation folders STORAGE/NAME")
+    r.add_argument("--out", metavar="DIR", help="where the report goes (default: the first experiment)")
+    r.set_defaults(handler=run_ablation_report)
+
 
 # --- pose3d tune -----------------------------------------------------------------------------------
 
@@ -223,28 +237,20 @@ def _after_search(plan: Any, outcome: Any) -> int:
     else:
         print(best.format_table(trials[:5]))
     if plan.kind == "ablation":
-        _ablation_report(plan, trials)
+        _ablation_report([(plan, trials)], plan.experiment)
     return 0 if outcome.errored == 0 else 1
 
 
-def _ablation_report(plan: Any, trials: list[Any]) -> None:
+def _ablation_report(parts: list[tuple[Any, list[Any]]], out: str) -> None:
+    """Score every run of ``parts`` ((plan, its trials) per ablation experiment, pooled by seed) and
+    write the report into the folder ``out``."""
     from pose3d.train import schedule
     from pose3d.train.config import config_from_dict
     from tune import ablation
     from tune.space import TRIAL_STAGES
 
-    checkpoints: dict[str, dict[int, str]] = {}  # variant -> seed -> its run's best checkpoint
-    for t in trials:
-        variant = t.params.get("variant")
-        if variant and t.best_checkpoint:
-            checkpoints.setdefault(variant, {})[t.seed] = t.best_checkpoint
-    seeds = [plan.seed_of(i) for i in range(plan.seeds)]
-    notes = [
-        f"{v}, seed {s}: no checkpoint (the trial failed)"
-        for v in plan.variants
-        for s in seeds
-        if s not in checkpoints.get(v, {})
-    ]
+    plan = parts[0][0]  # pooled plans differ only in their seeds (ablation.pooling_conflicts)
+    checkpoints, notes = ablation.pooled_checkpoints(parts)
     notes += [f"{label}: not given" for label, path in plan.eval_sets.items() if not path]
     sets = {k: v for k, v in plan.eval_sets.items() if v}
     base = config_from_dict(plan.base)
@@ -254,19 +260,44 @@ def _ablation_report(plan: Any, trials: list[Any]) -> None:
     )
     stages = " + ".join(str(s) for s in TRIAL_STAGES)
     steps = " + ".join(str(schedule.stage_steps(base, s)) for s in TRIAL_STAGES)
-    stage1 = (
-        f"the stage-1 checkpoint {plan.init_checkpoint}"
-        if plan.seeds == 1 or plan.init_given
-        else f"each seed's own stage-1 checkpoint (seeds {', '.join(map(str, seeds))})"
-    )
-    notes.append(
-        f"stages {stages}: {steps} steps at batch {base.data.batch_size} from {stage1}; each run is "
-        "scored at its best checkpoint by validation MPJPE"
-    )
+    for p, _ in parts:
+        seeds = [p.seed_of(i) for i in range(p.seeds)]
+        stage1 = (
+            f"the stage-1 checkpoint {p.init_checkpoint}"
+            if p.seeds == 1 or p.init_given
+            else f"each seed's own stage-1 checkpoint (seeds {', '.join(map(str, seeds))})"
+        )
+        source = f" ({p.experiment})" if len(parts) > 1 else ""
+        notes.append(
+            f"stages {stages}: {steps} steps at batch {base.data.batch_size} from {stage1}{source}; "
+            "each run is scored at its best checkpoint by validation MPJPE"
+        )
     notes += [f"{k}: {v}" for k, v in sets.items()]
-    md_path, json_path = ablation.write_report(plan.experiment, report, notes)
+    md_path, json_path = ablation.write_report(out, report, notes)
     print(ablation.to_markdown(report["rows"], notes, report["differences"]))
     print(f"written: {md_path}, {json_path}")
+
+
+def run_ablation_report(args: argparse.Namespace) -> int:
+    from pose3d import storage
+    from tune import ablation, best
+    from tune import plan as plans
+
+    try:
+        loaded = [plans.load_plan(storage.absolute(e)) for e in args.experiments]
+    except plans.SearchError as err:
+        raise UserError(str(err)) from None
+    problems = ablation.pooling_conflicts(loaded)
+    if problems:
+        raise UserError("these experiments cannot share one report:\n  " + "\n  ".join(problems))
+    parts = []
+    for p in loaded:
+        try:
+            parts.append((p, best.collect(p.experiment)))
+        except FileNotFoundError as err:
+            raise UserError(str(err)) from None
+    _ablation_report(parts, args.out or loaded[0].experiment)
+    return 0
 
 
 # --- pose3d best -----------------------------------------------------------------------------------

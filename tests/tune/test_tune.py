@@ -486,6 +486,71 @@ def test_ablation_report_files(tmp_path):
     assert open(md).read().startswith("## Ablation")
 
 
+def _ablation_plan(tmp_path, name, seeds, first_seed=0, **overrides):
+    from tune.plan import Plan
+
+    cfg = load_config("demo", [f"train.seed={first_seed}", *(f"{k}={v}" for k, v in overrides.items())])
+    return Plan(
+        kind="ablation", name=name, storage=str(tmp_path), base=cfg.to_dict(), samples=1,
+        variants=ablation.variant_overrides(cfg), seeds=seeds,
+        eval_sets={"lab_test": "lab", "wild_2d": "wild", "wild_test": "wt"},
+    )  # fmt: skip
+
+
+def test_ablations_that_differ_only_in_their_seeds_pool_into_one_report(tmp_path):
+    from types import SimpleNamespace
+
+    first = _ablation_plan(tmp_path, "a", seeds=3)  # seeds 0, 1, 2
+    more = _ablation_plan(tmp_path, "b", seeds=2, first_seed=3)  # seeds 3, 4
+    assert ablation.pooling_conflicts([first, more]) == []
+
+    def trial(name, v, s):
+        failed = name == "b" and s == 4 and v == "3D/w geo"
+        return SimpleNamespace(
+            params={"variant": v}, seed=s, best_checkpoint=None if failed else f"{name}/{v}/{s}"
+        )
+
+    trials = {
+        "a": [trial("a", v, s) for v in ablation.VARIANTS for s in (0, 1, 2)],
+        "b": [trial("b", v, s) for v in ablation.VARIANTS for s in (3, 4)],
+    }
+    checkpoints, notes = ablation.pooled_checkpoints([(first, trials["a"]), (more, trials["b"])])
+    assert sorted(checkpoints["3D+2D/w geo"]) == [0, 1, 2, 3, 4]
+    assert checkpoints["3D+2D/w geo"][3] == "b/3D+2D/w geo/3"
+    assert sorted(checkpoints["3D/w geo"]) == [0, 1, 2, 3]
+    assert notes == ["3D/w geo, seed 4: no checkpoint (the trial failed)"]
+
+
+def test_ablations_that_cannot_share_a_report_say_why():
+    from pathlib import Path
+
+    tmp = Path("/nonexistent")
+    first = _ablation_plan(tmp, "a", seeds=3)
+    overlap = _ablation_plan(tmp, "b", seeds=2, first_seed=2)  # seeds 2, 3
+    other_data = _ablation_plan(tmp, "c", seeds=1, first_seed=7, **{"data.batch_size": 8})
+    search = _ablation_plan(tmp, "d", seeds=1, first_seed=9)
+    search.kind = "search"
+    problems = ablation.pooling_conflicts([first, overlap, other_data, search])
+    assert problems == [
+        "seed 2 is in both /nonexistent/a and /nonexistent/b",
+        "/nonexistent/c: data.batch_size is 8, /nonexistent/a has 16",
+        "/nonexistent/d: a search, not an ablation (pose3d best ranks a search)",
+    ]
+
+
+def test_ablation_report_cli_refuses_experiments_it_cannot_pool(tmp_path, capsys):
+    from pose3d.cli.main import main
+    from tune.plan import save_plan
+
+    save_plan(_ablation_plan(tmp_path, "a", seeds=3))
+    save_plan(_ablation_plan(tmp_path, "b", seeds=2, first_seed=1))
+    assert main(["ablation-report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot share one report" in err and "seed 1 is in both" in err and "seed 2 is in both" in err
+    assert main(["ablation-report", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
+    assert "not a pose3d search" in capsys.readouterr().err
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 
