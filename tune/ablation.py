@@ -463,10 +463,13 @@ def _finite(value: Any) -> Any:
 POOLABLE_KEYS = ("train.seed", "run.name", "run.storage_path")
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of a config dict, list items numbered from 1 as overrides name them
+    (``train.stages.2.lr``)."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree, start=1)
     out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
+    for key, value in items:
+        if isinstance(value, dict | list) and value:
             out.update(_flat(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
@@ -476,7 +479,8 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def pooling_conflicts(plans: Sequence[Any]) -> list[str]:
     """Why ablation ``plans`` (``tune.plan.Plan``) cannot be pooled into one report, one line each
     (empty when they can): each must be an ablation with the same variants, evaluation sets, rows and
-    training config apart from ``POOLABLE_KEYS``, and no seed may be in two of them."""
+    training config apart from ``POOLABLE_KEYS``, the same stage 1 (each seed its own, or one given
+    checkpoint), and no seed may be in two of them."""
     problems: list[str] = []
     first = plans[0]
     base = {k: v for k, v in _flat(first.base).items() if k not in POOLABLE_KEYS}
@@ -486,8 +490,13 @@ def pooling_conflicts(plans: Sequence[Any]) -> list[str]:
             problems.append(f"{p.experiment}: a search, not an ablation (pose3d best ranks a search)")
             continue
         if p is not first:
-            if sorted(p.variants or {}) != sorted(first.variants or {}):
+            if p.variants != first.variants:
                 problems.append(f"{p.experiment}: other variants than {first.experiment}")
+            if (p.init_given, p.init_given and p.init_checkpoint) != (
+                first.init_given,
+                first.init_given and first.init_checkpoint,
+            ):
+                problems.append(f"{p.experiment}: another stage 1 than {first.experiment} (--init)")
             if p.eval_sets != first.eval_sets or p.eval_rows != first.eval_rows:
                 problems.append(f"{p.experiment}: other evaluation sets or rows than {first.experiment}")
             other = {k: v for k, v in _flat(p.base).items() if k not in POOLABLE_KEYS}

@@ -1,4 +1,5 @@
-"""``pose3d tune`` (a search, or the paper's ablation preset) and ``pose3d best``."""
+"""``pose3d tune`` (a search, or the paper's ablation preset), ``pose3d best`` and
+``pose3d ablation-report``."""
 
 from __future__ import annotations
 
@@ -99,15 +100,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser(
         "ablation-report",
         help="one ablation report over several ablation experiments (more seeds added later)",
-        description="Score the runs of one or more `pose3d tune --preset ablation` experiments and write "
-        "one report over all their seeds (ablation.md, ablation.json, ablation.png): for example seeds "
-        "0-2 from one experiment and 3-4 from a second started with --seeds 2 train.seed=3. The "
-        "experiments must share variants, evaluation sets and training config apart from train.seed, "
-        "and no seed may be in two of them.",
+        description="Score every run of one or more `pose3d tune --preset ablation` experiments again "
+        "(each run's best checkpoint on the evaluation sets the experiment recorded: about as long as "
+        "the report at the end of a tune) and write one report over all their seeds (ablation.md, "
+        "ablation.json, ablation.png): for example seeds 0-2 from one experiment and 3-4 from a second "
+        "started with --seeds 2 train.seed=3. The experiments must share variants, evaluation sets, "
+        "stage 1 and training config apart from train.seed (and run.name / run.storage_path), and no "
+        "seed may be in two of them.",
         epilog="example: pose3d ablation-report runs/ablation runs/ablation-more --out runs/ablation-5seeds",
     )
     r.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help="ablation folders STORAGE/NAME")
-    r.add_argument("--out", metavar="DIR", help="where the report goes (default: the first experiment)")
+    r.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for the report (required with several experiments; with one, the default is the "
+        "experiment itself, whose report is rewritten)",
+    )
     r.set_defaults(handler=run_ablation_report)
 
 
@@ -267,7 +275,7 @@ def _ablation_report(parts: list[tuple[Any, list[Any]]], out: str) -> None:
             if p.seeds == 1 or p.init_given
             else f"each seed's own stage-1 checkpoint (seeds {', '.join(map(str, seeds))})"
         )
-        source = f" ({p.experiment})" if len(parts) > 1 else ""
+        source = f", in {p.experiment}" if len(parts) > 1 else ""
         notes.append(
             f"stages {stages}: {steps} steps at batch {base.data.batch_size} from {stage1}{source}; "
             "each run is scored at its best checkpoint by validation MPJPE"
@@ -279,24 +287,36 @@ def _ablation_report(parts: list[tuple[Any, list[Any]]], out: str) -> None:
 
 
 def run_ablation_report(args: argparse.Namespace) -> int:
+    import dataclasses
+    import posixpath
+
     from pose3d import storage
     from tune import ablation, best
     from tune import plan as plans
 
-    try:
-        loaded = [plans.load_plan(storage.absolute(e)) for e in args.experiments]
-    except plans.SearchError as err:
-        raise UserError(str(err)) from None
+    if len(args.experiments) > 1 and not args.out:
+        raise UserError("give --out DIR for a report over several experiments (each keeps its own report)")
+    loaded = []
+    for given in args.experiments:
+        path = storage.absolute(given).rstrip("/")
+        try:
+            plan = plans.load_plan(path)
+        except plans.SearchError as err:
+            raise UserError(str(err)) from None
+        # Where the experiment is now, which may not be where it ran (copied, or moved off s3).
+        loaded.append(
+            dataclasses.replace(plan, storage=posixpath.dirname(path), name=posixpath.basename(path))
+        )
     problems = ablation.pooling_conflicts(loaded)
     if problems:
         raise UserError("these experiments cannot share one report:\n  " + "\n  ".join(problems))
     parts = []
-    for p in loaded:
+    for plan in loaded:
         try:
-            parts.append((p, best.collect(p.experiment)))
+            parts.append((plan, best.collect(plan.experiment)))
         except FileNotFoundError as err:
             raise UserError(str(err)) from None
-    _ablation_report(parts, args.out or loaded[0].experiment)
+    _ablation_report(parts, storage.absolute(args.out) if args.out else loaded[0].experiment)
     return 0
 
 

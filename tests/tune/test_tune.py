@@ -530,11 +530,17 @@ def test_ablations_that_cannot_share_a_report_say_why():
     other_data = _ablation_plan(tmp, "c", seeds=1, first_seed=7, **{"data.batch_size": 8})
     search = _ablation_plan(tmp, "d", seeds=1, first_seed=9)
     search.kind = "search"
-    problems = ablation.pooling_conflicts([first, overlap, other_data, search])
+    other_lr = _ablation_plan(tmp, "e", seeds=1, first_seed=10, **{"train.stages.2.lr": 0.5})
+    shared_stage1 = _ablation_plan(tmp, "f", seeds=1, first_seed=11)
+    shared_stage1.init_given, shared_stage1.init_checkpoint = True, "/ckpt/stage1"
+    problems = ablation.pooling_conflicts([first, overlap, other_data, search, other_lr, shared_stage1])
+    lr = first.base["train"]["stages"][1]["lr"]
     assert problems == [
         "seed 2 is in both /nonexistent/a and /nonexistent/b",
         "/nonexistent/c: data.batch_size is 8, /nonexistent/a has 16",
         "/nonexistent/d: a search, not an ablation (pose3d best ranks a search)",
+        f"/nonexistent/e: train.stages.2.lr is 0.5, /nonexistent/a has {lr!r}",
+        "/nonexistent/f: another stage 1 than /nonexistent/a (--init)",
     ]
 
 
@@ -545,10 +551,58 @@ def test_ablation_report_cli_refuses_experiments_it_cannot_pool(tmp_path, capsys
     save_plan(_ablation_plan(tmp_path, "a", seeds=3))
     save_plan(_ablation_plan(tmp_path, "b", seeds=2, first_seed=1))
     assert main(["ablation-report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "give --out DIR" in capsys.readouterr().err
+    assert main(["ablation-report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "cannot share one report" in err and "seed 1 is in both" in err and "seed 2 is in both" in err
-    assert main(["ablation-report", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
+    assert (
+        main(["ablation-report", str(tmp_path / "a"), str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+    )
     assert "not a pose3d search" in capsys.readouterr().err
+
+
+def test_ablation_report_pools_experiments_where_they_are_now(tmp_path, monkeypatch, capsys):
+    """Experiments copied away from where they ran are read where they are, every seed's run is
+    scored, and the report lands in --out."""
+    import shutil
+    from types import SimpleNamespace
+
+    from pose3d.cli.main import main
+    from tune import best
+    from tune.plan import save_plan
+
+    ran = tmp_path / "ran"
+    save_plan(_ablation_plan(ran, "a", seeds=2))
+    save_plan(_ablation_plan(ran, "b", seeds=1, first_seed=2))
+    now = tmp_path / "now"
+    shutil.copytree(ran, now)
+    shutil.rmtree(ran)
+    collected, scored = [], {}
+
+    def collect(experiment):
+        collected.append(experiment)
+        seeds = (0, 1) if experiment.endswith("/a") else (2,)
+        ckpt = lambda v, s: f"{experiment}/{v}/{s}"  # noqa: E731
+        return [SimpleNamespace(params={"variant": v}, seed=s, best_checkpoint=ckpt(v, s))
+                for v in ablation.VARIANTS for s in seeds]  # fmt: skip
+
+    def evaluate(checkpoints, sets, **kw):
+        scored.update(checkpoints=checkpoints, sets=sets)
+        return {"rows": _rows(), "differences": {}, "variants": {}, "runs": {}, "baselines": {}}
+
+    monkeypatch.setattr(best, "collect", collect)
+    monkeypatch.setattr(ablation, "evaluate_variants", evaluate)
+    out = tmp_path / "pooled"
+    assert main(["ablation-report", str(now / "a"), str(now / "b"), "--out", str(out)]) == 0
+    assert collected == [str(now / "a"), str(now / "b")]
+    assert scored["checkpoints"]["3D+2D/w geo"] == {
+        s: f"{now}/{'a' if s < 2 else 'b'}/3D+2D/w geo/{s}" for s in (0, 1, 2)
+    }
+    assert scored["sets"] == {"lab_test": "lab", "wild_2d": "wild", "wild_test": "wt"}
+    report = json.loads((out / "ablation.json").read_text())
+    assert any(f"in {now / 'b'}" in note and "seeds" not in note for note in report["notes"])
+    assert (out / "ablation.md").is_file() and not (now / "a" / "ablation.md").exists()
+    assert "written:" in capsys.readouterr().out
 
 
 # --- the command line ---------------------------------------------------------------------------
