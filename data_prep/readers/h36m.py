@@ -264,7 +264,8 @@ def list_tasks(
     else:
         tasks = _npz_tasks(root, split, wanted, camera_table, npz, images)
     if not tasks:
-        present = sorted(d.name for d in root.glob("S*") if d.is_dir())
+        # The video layout's subjects are folders; the npz layout's are in its image names.
+        present = sorted(d.name for d in root.glob("S*") if d.is_dir()) if layout == "video" else []
         log.warning(
             "h36m: no %s data of subject(s) %s under %s%s; -O subjects=S1,S5 (for example) picks others",
             split,

@@ -616,7 +616,7 @@ def read_task(task: SourceTask) -> Iterator[PersonSample | Quarantined]:
         if person.image is None:
             reason = (
                 f"{common.NO_IMAGE_NAME}: the annotation gives none; give the full release's annotation "
-                f"(-O release=FILE, looked for as {RELEASE_FILES[0]} in the raw folder) or a list "
+                f"(-O release=FILE; looked for as {' or '.join(RELEASE_FILES)} in the raw folder) or a list "
                 "of names, one line per annotation entry (-O image_names=FILE)"
             )
             yield Quarantined(source, person.key, reason)

@@ -31,9 +31,11 @@ def compile_model(model: torch.nn.Module, enabled: bool, backend: str = "inducto
     The first call of each new kind (train / eval mode, with or without the depth regressor, a
     parameter that starts or stops training) builds a graph: on 2 CPU cores about 1 minute for the
     forward of a small network and 2.5 minutes for its training step; later calls reuse it. Known
-    limit (torch 2.13, CPU only): inductor's C++ backend fails on the backward of the nearest
-    upsampling from a 1 x 1 map, which the hourglass does at 16 px heatmaps (the demo network);
-    32 px and more (the paper's 64) compile."""
+    limit (torch 2.13, CPU only): with deterministic algorithms off (``train.deterministic: false``),
+    inductor's C++ backend fails (an InductorError) on the backward of the nearest upsampling from a
+    1 x 1 map, which the hourglass does at 16 px heatmaps (the demo network); with them on (the
+    default) that backward is lowered differently and compiles, and 32 px and more (the paper's 64)
+    compile either way. Measured on 3 December 2026 with the demo network, batch 2."""
     if enabled:
         model.compile(backend=backend)
         log.info("model compiled with torch.compile (%s; graphs are built at their first call)", backend)

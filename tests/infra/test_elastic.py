@@ -9,7 +9,7 @@ The test writes the run's timeline (seconds since submission, global step, worke
 summary (recovery time and steps redone, for the shrink and for the regrow) to ``timeline.txt`` in
 its tmp dir, to ``$POSE3D_ELASTIC_TIMELINE`` when that is set, and to stdout (``make test-elastic``
 passes -s); a failed run writes the timeline up to where it stopped. It runs with ``make
-test-elastic``, not ``make test``, for its length: the last passing run took 559 s on 2 cores
+test-elastic``, not ``make test``, for its length: the last passing run took 482 s on 2 cores
 (docs/design.md, Elastic training)."""
 
 from __future__ import annotations

@@ -129,12 +129,14 @@ def test_in_float64_the_compiled_gradients_are_eagers(nets):
     eager64 = copy.deepcopy(eager).double().train()
     compiled64 = compile_model(copy.deepcopy(eager).double(), True, backend=backend).train()
     images, maps, depth = (t.double() for t in _batch(cfg))
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     losses, grads = {}, {}
     for name, net in (("eager", eager64), ("compiled", compiled64)):
         net.zero_grad(set_to_none=True)  # the copies carry the training test's gradients
         loss = _loss(net(images), maps, depth)
         loss.backward()
         losses[name], grads[name] = loss.item(), [p.grad for p in net.parameters()]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # compiled, not eager again
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-12)
     scale = max(float(g.abs().max()) for g in grads["eager"])
     for a, b in zip(grads["eager"], grads["compiled"], strict=True):

@@ -22,7 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-HELP = "GPU self-check: the paper model via Ray Train + Ray Data, bf16, compile; img/s, MFU, data wait"
+HELP = (
+    "GPU self-check: the paper model via Ray Train + Ray Data, bf16, compile; img/s, MFU, data wait "
+    "(--on-cpu: the demo's, fp32)"
+)
 
 #: The most of its step time the GPU should spend waiting for data (issue 13's target).
 DATA_WAIT_TARGET = 0.10
@@ -31,20 +34,24 @@ RUN_NAME = "gpu-check"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="training config for the network (default: paper; demo with --on-cpu)")
-    p.add_argument("--batch", type=int, help="batch of the one worker (default: 64; 16 with --on-cpu)")
+    p.add_argument(
+        "--config", help="training config for the network (default: paper; demo on a CPU, --on-cpu)"
+    )
+    p.add_argument("--batch", type=int, help="batch of the one worker (default: 64; 16 on a CPU, --on-cpu)")
     p.add_argument(
         "--warmup",
         type=int,
-        help="untimed steps first: compilation, pipeline start (default: 40; 5 with --on-cpu)",
+        help="untimed steps first: compilation, pipeline start (default: 40; 5 on a CPU, --on-cpu)",
     )
-    p.add_argument("--steps", type=int, help="timed steps after the warm-up (default: 160; 15 with --on-cpu)")
+    p.add_argument(
+        "--steps", type=int, help="timed steps after the warm-up (default: 160; 15 on a CPU, --on-cpu)"
+    )
     p.add_argument("--shards", help="a `pose3d prep synthetic` output (default: generate one)")
     p.add_argument(
         "--size",
         choices=("tiny", "small", "medium"),
-        help="size preset of the generated set (default: small, ~1,000 training rows a set: few "
-        "pipeline restarts; tiny, ~40 rows, with --on-cpu)",
+        help="size preset of the set generated when --shards is not given: small (~1,000 training rows "
+        "a set: few pipeline restarts; the default) or tiny (~40 rows; the default on a CPU, --on-cpu)",
     )
     p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray (default: max(8, cores))")
     p.add_argument(
