@@ -492,9 +492,8 @@ def pooling_conflicts(plans: Sequence[Any]) -> list[str]:
         if p is not first:
             if p.variants != first.variants:
                 problems.append(f"{p.experiment}: other variants than {first.experiment}")
-            if (p.init_given, p.init_given and p.init_checkpoint) != (
-                first.init_given,
-                first.init_given and first.init_checkpoint,
+            if p.init_given != first.init_given or (
+                p.init_given and p.init_checkpoint != first.init_checkpoint
             ):
                 problems.append(f"{p.experiment}: another stage 1 than {first.experiment} (--init)")
             if p.eval_sets != first.eval_sets or p.eval_rows != first.eval_rows:
@@ -504,7 +503,7 @@ def pooling_conflicts(plans: Sequence[Any]) -> list[str]:
                 if base.get(key) != other.get(key):
                     mine, theirs = other.get(key), base.get(key)
                     problems.append(f"{p.experiment}: {key} is {mine!r}, {first.experiment} has {theirs!r}")
-        for seed in (p.seed_of(i) for i in range(p.seeds)):
+        for seed in p.all_seeds:
             if seed in seen:
                 problems.append(f"seed {seed} is in both {seen[seed]} and {p.experiment}")
             seen.setdefault(seed, p.experiment)
@@ -524,7 +523,7 @@ def pooled_checkpoints(
             if variant and t.best_checkpoint:
                 checkpoints.setdefault(variant, {})[t.seed] = t.best_checkpoint
         for v in plan.variants or {}:
-            for s in (plan.seed_of(i) for i in range(plan.seeds)):
+            for s in plan.all_seeds:
                 if s not in checkpoints.get(v, {}):
                     notes.append(f"{v}, seed {s}: no checkpoint (the trial failed)")
     return checkpoints, notes

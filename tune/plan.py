@@ -68,6 +68,11 @@ class Plan:
         """``train.seed`` of a configuration's run number ``index`` (0 .. seeds - 1)."""
         return self.base_seed + index
 
+    @property
+    def all_seeds(self) -> list[int]:
+        """``train.seed`` of every run of a configuration, in order."""
+        return [self.seed_of(i) for i in range(self.seeds)]
+
     def stage1_checkpoint(self, index: int) -> str:
         """The stage-1 checkpoint the runs of seed ``index`` start from ('' until trained): one per
         seed, so a configuration's spread over seeds includes stage 1's; one for all with --init."""

@@ -269,11 +269,10 @@ def _ablation_report(parts: list[tuple[Any, list[Any]]], out: str) -> None:
     stages = " + ".join(str(s) for s in TRIAL_STAGES)
     steps = " + ".join(str(schedule.stage_steps(base, s)) for s in TRIAL_STAGES)
     for p, _ in parts:
-        seeds = [p.seed_of(i) for i in range(p.seeds)]
         stage1 = (
             f"the stage-1 checkpoint {p.init_checkpoint}"
             if p.seeds == 1 or p.init_given
-            else f"each seed's own stage-1 checkpoint (seeds {', '.join(map(str, seeds))})"
+            else f"each seed's own stage-1 checkpoint (seeds {', '.join(map(str, p.all_seeds))})"
         )
         source = f", in {p.experiment}" if len(parts) > 1 else ""
         notes.append(
