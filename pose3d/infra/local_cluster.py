@@ -202,6 +202,7 @@ class LocalCluster:
         self.object_store_mb = object_store_mb
         self.state: ClusterState | None = None
         self._popens: list[subprocess.Popen] = []
+        self._not_reniced: set[str] = set()  # nodes already warned about: one warning, not one per retry
 
     # -- addresses and credentials --
 
@@ -299,8 +300,8 @@ class LocalCluster:
                 preexec_fn=(lambda: _try_nice(niceness)) if niceness else None,
             )
         self._popens.append(proc)
-        if niceness:
-            warn_if_not_reniced(name, proc.pid, niceness)
+        if niceness and name not in self._not_reniced and not warn_if_not_reniced(name, proc.pid, niceness):
+            self._not_reniced.add(name)
         stat = proc_stat(proc.pid)
         return NodeRecord(
             name=name,

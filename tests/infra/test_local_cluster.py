@@ -336,6 +336,34 @@ def test_a_node_that_could_not_be_reniced_is_warned_about(caplog):
     assert warn_if_not_reniced("node2", child.pid, -5) is True  # gone: nothing to say
 
 
+def test_a_node_restarted_several_times_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    """A restart may take up to 4 attempts; a node that cannot be reniced is named once, not per try."""
+    from pose3d.infra import local_cluster as lc
+
+    if os.getpriority(os.PRIO_PROCESS, 0) == -20:
+        pytest.skip("this process runs at nice -20: a child can never be below it")
+    started, real_popen = [], subprocess.Popen
+
+    def popen(cmd, **kwargs):  # a stand-in node at this process's niceness: never reniced
+        started.append(real_popen(["sleep", "30"]))
+        return started[-1]
+
+    monkeypatch.setattr(lc.subprocess, "Popen", popen)
+    cluster = lc.LocalCluster(tmp_path)
+    try:
+        with caplog.at_level("WARNING", logger="pose3d.infra"):
+            for attempt in range(3):
+                cluster._launch("node2", [], tmp_path / f"r{attempt}", {}, niceness=-10)
+            cluster._launch("node3", [], tmp_path / "n3", {}, niceness=-10)
+    finally:
+        for child in started:
+            child.kill()
+            child.wait()
+    assert len(started) == 4
+    warned = [r.getMessage() for r in caplog.records if "could not raise its CPU priority" in r.getMessage()]
+    assert [w.split(":")[0] for w in warned] == ["node2", "node3"]
+
+
 def test_a_raylet_that_died_at_start_is_told_from_one_still_starting(tmp_path):
     from pose3d.infra.local_cluster import _raylet_fatal
 
