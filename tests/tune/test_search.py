@@ -101,13 +101,16 @@ def _statuses(experiment: Path) -> dict[str, tuple[str, int]]:
     return {t.trial_id: (str(t.status), int((t.last_result or {}).get("global_step", 0))) for t in trials}
 
 
-def _checkpointed(experiment: Path, trial_id: str) -> dict[int, float]:
-    """global step -> validation MPJPE of a trial's checkpoints (its Train run keeps them all here;
-    Tune's own result log of a trial resumed after the interruption starts over)."""
-    from ray.train import Result
+def _validated(experiment: Path, trial_id: str) -> dict[int, float]:
+    """global step -> validation MPJPE of a trial, from its Train run's TensorBoard events (every
+    attempt's). Not from its checkpoints: a trial interrupted right after a checkpoint may resume
+    from a folder Ray Train never registered, which is then removed (train.loop); nor from Tune's
+    result log, which starts over for a trial resumed after the interruption."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = Result.from_path(str(experiment / "runs" / f"trial-{trial_id}"))
-    return {m["global_step"]: m["val_mpjpe"] for _, m in result.best_checkpoints}
+    acc = EventAccumulator(str(experiment / "runs" / f"trial-{trial_id}" / "tensorboard"))
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars("val_mpjpe")}
 
 
 def _trace(experiment: Path, trial_id: str) -> tuple[bytes, list[str]]:
@@ -184,7 +187,7 @@ def test_search_stops_resumes_and_its_best_checkpoint_evaluates(tmp_path, capsys
 
     # 3. Twins reported the same MPJPE; ASHA stopped the twin of the setting worse at step 2.
     trials = best.collect(str(experiment))
-    step2 = {t.trial_id: _checkpointed(experiment, t.trial_id)[2] for t in trials}
+    step2 = {t.trial_id: _validated(experiment, t.trial_id)[2] for t in trials}
     groups = {lr: [t for t in trials if t.params["lr"] == lr] for lr in (1e-3, 1e-6)}
     assert [len(g) for g in groups.values()] == [2, 2]
     for g in groups.values():
