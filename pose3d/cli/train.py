@@ -91,10 +91,7 @@ def run(args: argparse.Namespace) -> int:
     except (ShardSchemaError, FileNotFoundError, ConfigError) as err:
         raise UserError(str(err)) from None
     except Interrupted as stop:
-        at = f" after step {LAST_STEP.step}" if LAST_STEP.step is not None else ""
-        print(
-            f"pose3d train: interrupted{at} ({stop.signal}); {_resume_note(cfg)}", file=sys.stderr, flush=True
-        )
+        print(f"pose3d train: {_interrupted_note(cfg, stop.signal)}", file=sys.stderr, flush=True)
         return INTERRUPTED
     return 0 if result is not None else 1
 
@@ -103,15 +100,20 @@ def run(args: argparse.Namespace) -> int:
 INTERRUPTED = 130
 
 
-def _resume_note(cfg: Config) -> str:
-    """Where the same command picks the run up again."""
+def _interrupted_note(cfg: Config, signal_name: str) -> str:
+    """The step the run got to and where the same command picks it up again. The step is the
+    later of the last progress line this process received and the newest checkpoint in storage:
+    the worker may have written a checkpoint whose progress line was still on its way here when
+    Ray shut down."""
     from pose3d import storage
     from pose3d.train.checkpoint import resume_point
 
     found = resume_point(storage.join(cfg.run.storage_path, cfg.run.name))
+    steps = [s for s in (LAST_STEP.step, found.global_step if found else None) if s is not None]
+    stopped = f"interrupted{f' after step {max(steps)}' if steps else ''} ({signal_name})"
     if found is None:
-        return "no checkpoint was written; the same command starts the run from step 0"
-    return f"the same command resumes from step {found.global_step} ({found.path})"
+        return f"{stopped}; no checkpoint was written; the same command starts the run from step 0"
+    return f"{stopped}; the same command resumes from step {found.global_step} ({found.path})"
 
 
 class _LastStep:

@@ -96,3 +96,29 @@ def test_the_demo_table_names_the_training_seed():
     first = "Synthetic wild test set: 10 people; training seed 3 (train.seed=N for another)"
     assert table.splitlines()[0] == first
     assert "| MPJPE, paper protocol (mm) | 150.0 | 150.0 |" in table
+
+
+def test_an_interrupted_run_names_the_later_of_its_last_progress_line_and_its_newest_checkpoint(
+    tmp_path, monkeypatch
+):
+    """Ray may shut down with the progress line of a checkpointed step still on its way to the
+    driver: the note then says the checkpoint's step, never a step before the one it resumes from."""
+    from pose3d.cli import train as train_cli
+    from pose3d.model.net import PoseNet
+    from pose3d.train import checkpoint
+    from pose3d.train.config import load_config
+
+    cfg = load_config("demo", [f"run.storage_path={tmp_path}", "run.name=r", "model.num_features=8"])
+    monkeypatch.setattr(train_cli.LAST_STEP, "step", None)
+    assert train_cli._interrupted_note(cfg, "SIGINT") == (
+        "interrupted (SIGINT); no checkpoint was written; the same command starts the run from step 0"
+    )
+    folder = tmp_path / "r" / "checkpoint_2026-01-01_00-00-04.000000"
+    checkpoint.save_checkpoint(
+        folder, PoseNet(cfg.model), cfg.model, stage=1, global_step=4, config={"run": {}}
+    )
+    for seen, said in ((3, 4), (5, 5)):
+        monkeypatch.setattr(train_cli.LAST_STEP, "step", seen)
+        assert train_cli._interrupted_note(cfg, "SIGINT") == (
+            f"interrupted after step {said} (SIGINT); the same command resumes from step 4 ({folder})"
+        )
