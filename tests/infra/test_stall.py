@@ -23,8 +23,9 @@ def test_a_stall_is_reported_with_what_waits_and_the_hint():
 
 def test_progress_keeps_it_quiet_and_zero_turns_it_off():
     messages: list[str] = []
-    with StallWatchdog(0.4, "step", "", describe=lambda: "", report=messages.append) as dog:
-        for _ in range(30):
+    # Beats every 20 ms for 2.5 s against a 2 s timeout: quiet, with room for a busy machine's pauses.
+    with StallWatchdog(2.0, "step", "", describe=lambda: "", report=messages.append) as dog:
+        for _ in range(125):
             dog.beat()
             time.sleep(0.02)
     assert messages == []
