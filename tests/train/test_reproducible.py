@@ -93,11 +93,12 @@ def test_a_seeded_run_repeats_bit_for_bit_and_resumes_as_if_never_stopped(ray_lo
     stopped_at = ckpt.resume_point(str(tmp_path / "stopped"))
     assert stopped_at is not None and stopped_at.global_step == 4
     _assert_same_weights(ckpt.load_training_state(stopped_at.path)["state_dict"], _weights(whole, 4))
-    # Until it stopped it was the same run: the same losses at every step, bit for bit ... (step 5's
-    # events may still be in the TensorBoard writer's queue when the process exits, as in a crash)
+    # Until it stopped it was the same run: the same losses at every step, bit for bit ... (steps 1-4
+    # at least: step 5's events may be in the TensorBoard writer's queue when the process exits)
     for tag in LOGGED:
         until = {s: v for s, v in first_part[tag].items() if s <= 5}
-        assert set(range(1, 5)) <= set(until) and until == {s: logged[tag][s] for s in until}
+        assert {s for s in logged[tag] if s <= 4} <= set(until)
+        assert until == {s: logged[tag][s] for s in until}
     resumed = fit(_config(shards, tmp_path, "stopped", "run.max_failures=0", "train.fail_at_step=5"))
     assert resumed.error is None and resumed.metrics["start_step"] == 4
     # ... and resumed, it continues as if never stopped: every later step and the last weights.
