@@ -5,7 +5,7 @@
 TensorBoard's writer wants a local folder: with remote storage (s3://, gs://) the events are
 written locally and copied up at every checkpoint and at the end (``pose3d.storage.LocalMirror``).
 
-May import: ``pose3d.storage``, torch's TensorBoard writer.
+May import: ``pose3d.storage``, torch's TensorBoard writer, TensorBoard's event reader.
 """
 
 from __future__ import annotations
@@ -21,6 +21,18 @@ SKIPPED = ("global_step", "checkpoint_score")
 def folder(storage_path: str, run_name: str) -> str:
     """The TensorBoard folder of the run ``run_name`` under ``storage_path`` (local or URI)."""
     return storage.join(storage_path, run_name, "tensorboard")
+
+
+def read_scalars(target: str, tags: tuple[str, ...] | None = None) -> dict[str, dict[int, float]]:
+    """tag -> {global step: value} of the scalars in the local TensorBoard folder ``target``
+    (``folder``), every tag or only ``tags``, over all its event files (a resumed run's too; a
+    step written twice keeps the later value). Values are float32, as TensorBoard stores them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(target))
+    acc.Reload()
+    wanted = acc.Tags()["scalars"] if tags is None else tags
+    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in wanted}
 
 
 class TensorBoard:

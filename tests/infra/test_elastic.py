@@ -166,11 +166,10 @@ def _write(text: str, tmp_path: Path, mode: str = "w") -> None:
 
 
 def test_a_lost_node_shrinks_the_run_and_its_return_grows_it(cluster, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from pose3d.train import checkpoint as ckpt
     from pose3d.train import schedule
     from pose3d.train.config import load_config
+    from pose3d.train.tensorboard import read_scalars
 
     # One pass of 1024 rows a set outlasts the run (4 rows a set a step): a new pass restarts Ray
     # Data's actors, seconds without a step, which would blur the timeline.
@@ -286,10 +285,8 @@ def test_a_lost_node_shrinks_the_run_and_its_return_grows_it(cluster, tmp_path):
     assert first_two[1] == resumed_2 + 1
 
     # The reports (TensorBoard, rank 0; a step run twice keeps its last attempt's values).
-    events = EventAccumulator(str(storage / "elastic" / "tensorboard"))
-    events.Reload()
-    scalar = lambda tag: {e.step: e.value for e in events.Scalars(tag)}  # noqa: E731
-    sizes, nodes, starts = scalar("world_size"), scalar("nodes"), scalar("start_step")
+    events = read_scalars(str(storage / "elastic" / "tensorboard"))
+    sizes, nodes, starts = events["world_size"], events["nodes"], events["start_step"]
     assert set(sizes) == set(range(1, log.total + 1))
     assert set(sizes.values()) == {1.0, 2.0}
     assert sizes[1] == nodes[1] == 2
@@ -298,14 +295,14 @@ def test_a_lost_node_shrinks_the_run_and_its_return_grows_it(cluster, tmp_path):
 
     # Every step's global batch held the configured rows and mix (demo: half 3D, stage 1 both),
     # counted from the batches both ranks drew; rank 0 drew its share of the 3D rows.
-    rows, rows_3d = scalar("global_batch_rows"), scalar("global_3d_rows")
-    lo, hi = scalar("batch_3d_rows_min"), scalar("batch_3d_rows_max")
+    rows, rows_3d = events["global_batch_rows"], events["global_3d_rows"]
+    lo, hi = events["batch_3d_rows_min"], events["batch_3d_rows_max"]
     off = {s: (rows[s], rows_3d[s], lo[s], hi[s]) for s in sizes if not rows[s] == 8 == 2 * rows_3d[s]}
     off |= {s: (rows[s], rows_3d[s], lo[s], hi[s]) for s in sizes if not lo[s] == hi[s] == 4 / sizes[s]}
     assert not off, f"steps off the mix (global rows, 3D rows, rank 0's fewest and most 3D rows): {off}"
 
     # Stages and the lr count global steps, through both resizes (the stage-3 drop at step 104 too).
-    stage, in_stage, lr = scalar("stage"), scalar("step_in_stage"), scalar("lr")
+    stage, in_stage, lr = events["stage"], events["step_in_stage"], events["lr"]
     for s in sizes:
         pos = schedule.position(cfg, s - 1)
         assert (stage[s], in_stage[s]) == (pos.stage, pos.step + 1), s

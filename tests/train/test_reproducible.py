@@ -14,6 +14,7 @@ import torch
 
 from pose3d.train import checkpoint as ckpt
 from pose3d.train.config import load_config
+from pose3d.train.tensorboard import read_scalars
 from tests.shard_factory import write_shard_set
 
 pytestmark = pytest.mark.slow
@@ -49,11 +50,7 @@ def _config(shards, storage, name, *extra):
 
 
 def _scalars(run_dir, tags=LOGGED):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
-    acc.Reload()
-    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in tags}
+    return read_scalars(str(run_dir / "tensorboard"), tags)
 
 
 def _weights(result, step):

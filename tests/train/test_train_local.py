@@ -11,6 +11,7 @@ from pose3d.model.io import load_model
 from pose3d.model.net import PoseNet
 from pose3d.train import checkpoint as ckpt
 from pose3d.train.config import load_config
+from pose3d.train.tensorboard import read_scalars
 from tests.shard_factory import write_shard_set
 
 pytestmark = pytest.mark.slow
@@ -40,11 +41,7 @@ def _config(shards, storage, name, *extra):
 
 
 def _scalars(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
-    acc.Reload()
-    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+    return read_scalars(str(run_dir / "tensorboard"))
 
 
 def test_three_stages_with_their_checks(ray_local, shards, tmp_path):

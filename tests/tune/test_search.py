@@ -106,11 +106,11 @@ def _validated(experiment: Path, trial_id: str) -> dict[int, float]:
     attempt's). Not from its checkpoints: a trial interrupted right after a checkpoint may resume
     from a folder Ray Train never registered, which is then removed (train.loop); nor from Tune's
     result log, which starts over for a trial resumed after the interruption."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from pose3d.train.tensorboard import read_scalars
 
-    acc = EventAccumulator(str(experiment / "runs" / f"trial-{trial_id}" / "tensorboard"))
-    acc.Reload()
-    return {e.step: e.value for e in acc.Scalars("val_mpjpe")}
+    return read_scalars(str(experiment / "runs" / f"trial-{trial_id}" / "tensorboard"), ("val_mpjpe",))[
+        "val_mpjpe"
+    ]
 
 
 def _trace(experiment: Path, trial_id: str) -> tuple[bytes, list[str]]:

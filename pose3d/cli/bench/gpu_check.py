@@ -247,17 +247,14 @@ def window_figures(
 
 def _figures(cfg: Any, warmup: int) -> tuple[float, float]:
     """(img/s, data-wait fraction) after the warm-up, from rank 0's TensorBoard scalars."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from pose3d.train.tensorboard import folder, read_scalars
 
-    from pose3d.train.tensorboard import folder
-
-    acc = EventAccumulator(folder(cfg.run.storage_path, cfg.run.name))
-    acc.Reload()
-    rates, waits = acc.Scalars("img_per_s"), acc.Scalars("data_wait_fraction")
+    logged = read_scalars(folder(cfg.run.storage_path, cfg.run.name), ("img_per_s", "data_wait_fraction"))
+    steps = sorted(logged["img_per_s"])
     return window_figures(
-        [e.step for e in rates],
-        [e.value for e in rates],
-        [e.value for e in waits],
+        steps,
+        [logged["img_per_s"][k] for k in steps],
+        [logged["data_wait_fraction"][k] for k in steps],
         cfg.data.batch_size,
         warmup,
     )

@@ -239,6 +239,7 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str, run_name: s
     from pose3d.train import schedule
     from pose3d.train.config import Source
     from pose3d.train.tensorboard import folder as tensorboard_folder
+    from pose3d.train.tensorboard import read_scalars
     from pose3d.train.trainer import fit
 
     shards = args.shards
@@ -260,12 +261,9 @@ def _ray_with_data(cfg: Any, args: argparse.Namespace, storage: str, run_name: s
     cfg.train.log_every = warmup
     cfg.train.checkpoint_every = total
     fit(cfg)
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(tensorboard_folder(storage, run_name))
-    acc.Reload()
-    rates = [e.value for e in acc.Scalars("img_per_s") if e.step > warmup]
-    steps = [e.step for e in acc.Scalars("img_per_s")]
+    by_step = read_scalars(tensorboard_folder(storage, run_name), ("img_per_s",))["img_per_s"]
+    steps = sorted(by_step)
+    rates = [by_step[k] for k in steps if k > warmup]
     windows = [b - a for a, b in zip(steps, steps[1:], strict=False)]
     return sum(windows) / sum(w / r for w, r in zip(windows, rates, strict=True))  # images / seconds
 
